@@ -1,0 +1,104 @@
+"""The dataset interface every source implements, and the shared partition logic."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from recsys_dagster.core.datasets.timestamps import parse_timestamps
+
+#: Columns of ``raw_interactions`` besides ``event_date`` (all text: raw means raw).
+RAW_COLUMNS = ["source_file", "source_row", "user_id", "item_id", "rating", "timestamp", "raw_line", "parse_error"]
+ITEM_COLUMNS = ["item_id", "title", "year", "genres", "tags", "description", "attributes"]
+USER_COLUMNS = ["user_id", "age", "gender", "occupation", "zip_code", "attributes"]
+REJECT_COLUMNS = ["source_file", "source_row", "raw_line", "reason"]
+
+
+@dataclass(frozen=True)
+class Span:
+    """Inclusive range of event days covered by a dataset."""
+
+    start: dt.date
+    end: dt.date
+
+
+@dataclass
+class ExternalKG:
+    """An external knowledge graph: ``triples`` (head, relation, tail) and ``links`` (item_id, entity)."""
+
+    name: str
+    triples: pd.DataFrame
+    links: pd.DataFrame
+    rejects: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=REJECT_COLUMNS))
+
+
+class Dataset:
+    """A source of interactions and metadata.
+
+    Subclasses implement :meth:`read_interactions_text` (one row per physical line, text
+    fields), :meth:`read_items`, :meth:`read_users` and optionally :meth:`external_kg`.
+    ``rating_range`` is the inclusive valid range, or None for implicit feedback.
+    """
+
+    name: str = "dataset"
+    rating_range: tuple[float, float] | None = None
+    has_timestamps: bool = True
+    snapshot_date: dt.date | None = None
+
+    # -- to implement -------------------------------------------------------------------
+    def read_interactions_text(self) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def read_items(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Returns ``(items, rejects)``."""
+        raise NotImplementedError
+
+    def read_users(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Returns ``(users, rejects)``."""
+        raise NotImplementedError
+
+    def external_kg(self) -> ExternalKG | None:
+        return None
+
+    def known_span(self) -> Span | None:
+        """A fixed span for published datasets (lets the code location load without data)."""
+        return None
+
+    # -- shared -------------------------------------------------------------------------
+    def raw_interactions(self) -> pd.DataFrame:
+        """All raw rows with their ``event_date`` partition (see :func:`assign_partitions`)."""
+        raw = self.read_interactions_text()
+        if not self.has_timestamps:
+            raw["timestamp"] = self.snapshot_date.isoformat() if self.snapshot_date else None
+        raw["event_date"] = assign_partitions(raw["timestamp"], self.span())
+        return raw
+
+    def span(self) -> Span:
+        known = self.known_span()
+        if known is not None:
+            return known
+        if not self.has_timestamps:
+            day = self.snapshot_date or dt.date.today()
+            return Span(day, day)
+        ts, _ = parse_timestamps(self.read_interactions_text()["timestamp"])
+        ts = ts.dropna()
+        if ts.empty:
+            day = self.snapshot_date or dt.date.today()
+            return Span(day, day)
+        return Span(ts.min().date(), ts.max().date())
+
+
+def assign_partitions(timestamps: pd.Series, span: Span) -> pd.Series:
+    """Daily partition of each raw row: its UTC event day when the timestamp is usable
+    and inside the dataset span, else the span's last day (the "arrival" partition, where
+    cleaning quarantines the row with the timestamp problem as reason)."""
+    ts, _ = parse_timestamps(timestamps)
+    day = ts.dt.tz_convert("UTC").dt.date
+    start, end = pd.Timestamp(span.start), pd.Timestamp(span.end)
+    day_ts = pd.to_datetime(day)
+    inside = ts.notna() & (day_ts >= start) & (day_ts <= end)
+    out = pd.Series(span.end, index=timestamps.index, dtype=object)
+    out[inside] = day[inside]
+    return out

@@ -1,0 +1,130 @@
+"""The generic folder format for users' own data.
+
+::
+
+    my_dataset/
+      interactions.csv   user_id, item_id[, timestamp][, rating | weight]   (required)
+      items.csv          item_id[, title][, description][, genres][, year][, any attribute columns]
+      users.csv          user_id[, age][, gender][, occupation][, any attribute columns]
+      kg.tsv             head <TAB> relation <TAB> tail  (with or without a header line)
+      item_entities.csv  item_id, entity
+      dataset.json       {"name": ..., "rating_min": 0, "rating_max": 5, "snapshot_date": "2024-01-31"}
+
+``timestamp`` is unix seconds (or milliseconds, detected per column) or ISO 8601. Without a
+timestamp column the whole file is one snapshot dated ``snapshot_date`` (dataset.json,
+else ``RECSYS_SNAPSHOT_DATE``, else the file's modification date). ``genres`` is split on
+``|``. Any other column of items.csv/users.csv is kept in ``attributes`` (JSON).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from recsys_dagster.core.datasets.base import Dataset, ExternalKG
+from recsys_dagster.core.datasets.errors import DatasetError
+from recsys_dagster.core.datasets.metadata import finalize_items, finalize_users, id_problem, year_from_title
+from recsys_dagster.core.datasets.reader import read_delimited
+
+ITEM_KNOWN = {"item_id", "title", "description", "genres", "year", "tags"}
+USER_KNOWN = {"user_id", "age", "gender", "occupation", "zip_code"}
+_BOOKKEEPING = {"source_file", "source_row", "raw_line", "parse_error"}
+
+
+class GenericFolder(Dataset):
+    def __init__(self, folder: str | Path, snapshot_date: str | None = None):
+        self.folder = Path(folder)
+        if not (self.folder / "interactions.csv").is_file():
+            raise DatasetError(f"{self.folder / 'interactions.csv'}: not found; a generic dataset folder needs interactions.csv")
+        config = self._config()
+        self.name = str(config.get("name") or self.folder.name)
+        header = read_delimited(self.folder / "interactions.csv", [], required=("user_id", "item_id")).columns
+        self.has_timestamps = "timestamp" in header
+        self.rating_column = "rating" if "rating" in header else ("weight" if "weight" in header else None)
+        lo = float(config.get("rating_min", 0.0))
+        hi = float(config.get("rating_max", float("inf")))
+        self.rating_range = (lo, hi)
+        snap = config.get("snapshot_date") or snapshot_date
+        if snap:
+            try:
+                self.snapshot_date = dt.date.fromisoformat(str(snap))
+            except ValueError as exc:
+                raise DatasetError(f"{self.folder}: snapshot_date {snap!r} is not an ISO date (YYYY-MM-DD)") from exc
+        else:
+            mtime = (self.folder / "interactions.csv").stat().st_mtime
+            self.snapshot_date = dt.datetime.fromtimestamp(mtime, tz=dt.timezone.utc).date()
+
+    def _config(self) -> dict:
+        path = self.folder / "dataset.json"
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{path}: invalid JSON ({exc})") from exc
+
+    def read_interactions_text(self) -> pd.DataFrame:
+        raw = read_delimited(
+            self.folder / "interactions.csv", ["user_id", "item_id", "timestamp", "rating"], required=("user_id", "item_id")
+        )
+        if self.rating_column == "weight":
+            raw["rating"] = raw["weight"]
+        elif self.rating_column is None:
+            raw["rating"] = "1"
+        extra = [c for c in raw.columns if c not in {"user_id", "item_id", "timestamp", "rating"} | _BOOKKEEPING]
+        return raw.drop(columns=extra)
+
+    def read_items(self):
+        path = self.folder / "items.csv"
+        if not path.is_file():
+            return _ids_from_interactions(self.read_interactions_text(), "item_id", finalize_items)
+        raw = read_delimited(path, ["item_id", "title", "description", "genres", "year", "tags"], required=("item_id",))
+        extra = [c for c in raw.columns if c not in ITEM_KNOWN | _BOOKKEEPING]
+        raw["attributes"] = _attributes(raw, extra)
+        raw["genres"] = raw["genres"].map(_split)
+        raw["tags"] = raw["tags"].map(_split)
+        year = pd.to_numeric(raw["year"], errors="coerce")
+        raw["year"] = [int(y) if pd.notna(y) and 0 < y < 3000 else year_from_title(t) for y, t in zip(year, raw["title"], strict=True)]
+        return finalize_items(raw, "items.csv")
+
+    def read_users(self):
+        path = self.folder / "users.csv"
+        if not path.is_file():
+            return _ids_from_interactions(self.read_interactions_text(), "user_id", finalize_users)
+        raw = read_delimited(path, sorted(USER_KNOWN), required=("user_id",))
+        extra = [c for c in raw.columns if c not in USER_KNOWN | _BOOKKEEPING]
+        raw["attributes"] = _attributes(raw, extra)
+        return finalize_users(raw, "users.csv")
+
+    def external_kg(self) -> ExternalKG | None:
+        kg_path, link_path = self.folder / "kg.tsv", self.folder / "item_entities.csv"
+        if not kg_path.is_file():
+            return None
+        if not link_path.is_file():
+            raise DatasetError(f"{kg_path}: found without {link_path.name}, which links items to KG entities")
+        first = kg_path.read_bytes().split(b"\n", 1)[0].decode("utf-8", "replace").lower().split("\t")
+        has_header = [c.strip() for c in first] == ["head", "relation", "tail"]
+        triples = read_delimited(kg_path, ["head", "relation", "tail"], sep="\t", header=has_header, quoting=False)
+        links = read_delimited(link_path, ["item_id", "entity"], required=("item_id", "entity"))
+        return ExternalKG(self.name, triples, links)
+
+
+def _split(value) -> list[str]:
+    if not isinstance(value, str):
+        return []
+    return [v.strip() for v in value.split("|") if v.strip()]
+
+
+def _attributes(raw: pd.DataFrame, extra: list[str]) -> list[dict]:
+    values = raw[extra].to_numpy(dtype=object) if extra else [[]] * len(raw)
+    return [{c: v for c, v in zip(extra, row, strict=True) if v not in (None, "")} for row in values]
+
+
+def _ids_from_interactions(raw: pd.DataFrame, column: str, finalize):
+    ok = raw["parse_error"].isna() & id_problem(raw[column], column).isna()
+    ids = raw.loc[ok, column].astype("string").str.strip().drop_duplicates()
+    frame = pd.DataFrame({column: ids.to_numpy(), "attributes": [{} for _ in range(len(ids))]})
+    return finalize(frame, "interactions.csv")

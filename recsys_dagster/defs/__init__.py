@@ -1,0 +1,1 @@
+"""Thin Dagster layer: one module per pipeline stage, in data-flow order."""
