@@ -64,10 +64,10 @@ def age_band(age) -> str | None:
     return None
 
 
-def _categorical_attributes(items: pd.DataFrame, max_share: float = 0.5) -> list[tuple[str, str, str]]:
+def _categorical_attributes(items: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(item_id, column, value) for JSON attributes that behave like categories: values
-    shared by at least two items and a column with few distinct values (ids and URLs are
-    unique per item, so they are skipped)."""
+    shared by at least two items (ids and URLs are unique per item, so they drop out;
+    columns named like ids, URLs or dates are skipped)."""
     rows = []
     for item_id, attrs in zip(items["item_id"], items["attributes"], strict=True):
         try:
@@ -80,7 +80,7 @@ def _categorical_attributes(items: pd.DataFrame, max_share: float = 0.5) -> list
     frame = pd.DataFrame(rows, columns=["item_id", "column", "value"])
     frame = frame[~frame["column"].str.contains(_NOT_CATEGORICAL)]
     stats = frame.groupby("column")["value"].agg(["nunique", "size"])
-    keep = stats[(stats["nunique"] <= max_share * stats["size"]) & (stats["nunique"] > 1)].index
+    keep = stats[stats["nunique"] > 1].index  # a constant column says nothing
     frame = frame[frame["column"].isin(keep)]
     shared = frame.groupby(["column", "value"])["item_id"].transform("size") >= 2
     return list(frame[shared].itertuples(index=False, name=None))

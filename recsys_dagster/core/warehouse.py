@@ -113,9 +113,9 @@ def read_embeddings(conn, table: str, id_column: str, where: tuple[str, list] | 
     if where is not None:
         sql += f" WHERE {where[0]}"
         params = where[1]
-    result = conn.execute(sql + f" ORDER BY {id_column}", params)
-    # duckdb >= 2 names it to_arrow_table; 1.x fetch_arrow_table
-    arrow = (result.to_arrow_table if hasattr(result, "to_arrow_table") else result.fetch_arrow_table)()
+    rel = conn.sql(sql + f" ORDER BY {id_column}", params=params or None)
+    # duckdb >= 2 names it to_arrow_table; 1.x arrow
+    arrow = (rel.to_arrow_table if hasattr(rel, "to_arrow_table") else rel.arrow)()
     ids = np.asarray(arrow.column(0).to_pylist(), dtype=object)
     if len(ids) == 0:
         return ids, np.zeros((0, 0), dtype=np.float32)
