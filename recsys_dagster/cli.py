@@ -38,7 +38,7 @@ def summary() -> None:
     print(f"{'table':<28}{'rows':>12}")
     for t in SUMMARY_TABLES:
         if t in existing:
-            print(f"{t:<28}{conn.execute(f'SELECT count(*) FROM {t}').fetchone()[0]:>12,}")
+            print(f"{t:<28}{conn.execute(f'SELECT count(*) FROM {t}').fetchall()[0][0]:>12,}")
     if "interactions_quarantine" in existing:
         rows = conn.execute(
             "SELECT reason, count(*) FROM interactions_quarantine GROUP BY 1 ORDER BY 2 DESC LIMIT 10"

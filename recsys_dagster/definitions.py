@@ -18,6 +18,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from recsys_dagster.defs.ingestion import build_ingestion_assets, items, users
     from recsys_dagster.defs.partitions import daily_partitions
     from recsys_dagster.defs.knowledge_graph import KG_CHECKS, knowledge_graph
+    from recsys_dagster.defs.mlflow_resource import MLflowResource
+    from recsys_dagster.defs.training import gnn_model
     from recsys_dagster.defs.resources import ComputeResource, DatasetResource, TextEncoderResource, WarehouseResource
 
     dataset = DatasetResource.from_settings(settings)
@@ -27,7 +29,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     ).span()
     partitions_def = daily_partitions(span)
     assets = [items, users, *build_ingestion_assets(partitions_def), knowledge_graph,
-              item_text_embeddings, user_behavior_embeddings]
+              item_text_embeddings, user_behavior_embeddings, gnn_model]
     return dg.Definitions(
         assets=assets,
         asset_checks=[*INGESTION_CHECKS, *KG_CHECKS, *EMBEDDING_CHECKS],
@@ -36,6 +38,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "warehouse": WarehouseResource(database=settings.warehouse),
             "compute": ComputeResource(device=settings.device),
             "text_encoder": TextEncoderResource(model=settings.text_model),
+            "mlflow_tracking": MLflowResource(home=settings.home),
         },
     )
 

@@ -13,7 +13,7 @@ from tests.conftest import DATA_DIR, make_settings, requires_ml100k, requires_ml
 
 def _counts(warehouse: str) -> dict[str, int]:
     conn = duckdb.connect(warehouse, read_only=True)
-    out = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+    out = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
            for t in ("raw_interactions", "cleaned_interactions", "interactions_quarantine")}
     conn.close()
     return out

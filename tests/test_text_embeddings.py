@@ -90,9 +90,9 @@ def test_assets_on_synthetic_data_are_incremental(tmp_path, synthetic_folder):
     assert meta["texts_encoded"].value == 0 and meta["texts_reused"].value == 40
     conn = duckdb.connect(settings.warehouse, read_only=True)
     methods = conn.execute("SELECT method, count(*) FROM user_behavior_embeddings GROUP BY 1 ORDER BY 1").fetchall()
-    n_users = conn.execute("SELECT count(DISTINCT user_id) FROM cleaned_interactions").fetchone()[0]
+    n_users = conn.execute("SELECT count(DISTINCT user_id) FROM cleaned_interactions").fetchall()[0][0]
     assert methods == [("pooled", n_users), ("profile", n_users)]
-    kg_items = conn.execute("SELECT count(*) FROM kg_entities WHERE kind = 'item'").fetchone()[0]
+    kg_items = conn.execute("SELECT count(*) FROM kg_entities WHERE kind = 'item'").fetchall()[0][0]
     assert kg_items == 40
 
 

@@ -83,17 +83,19 @@ def build_hetero_graph(
         data["item", "rev_interacts", "user"].edge_index = edge.flip(0)
 
     if triples is not None and len(triples):
-        kind = entities.set_index("entity_id")["kind"]
-        key = entities.set_index("entity_id")["entity_key"]
-        epos = {k: n for n, k in enumerate(index.entity_keys)}
-        node_pos = {"user": {f"user:{k}": v for k, v in upos.items()},
-                    "item": {f"item:{k}": v for k, v in ipos.items()}, "entity": epos}
+        ent = entities.set_index("entity_id")
+        node_type = ent["kind"].where(ent["kind"].isin(["user", "item"]), "entity")
+        epos = pd.Series(np.arange(len(index.entity_keys)), index=pd.Index(index.entity_keys))
+        upos_s = pd.Series(upos, dtype="int64")
+        ipos_s = pd.Series(ipos, dtype="int64")
+        raw_id = ent["entity_key"].str.split(":", n=1).str[1]
+        pos = pd.Series(-1, index=ent.index, dtype="int64")
+        for kind, lookup, keys in (("user", upos_s, raw_id), ("item", ipos_s, raw_id), ("entity", epos, ent["entity_key"])):
+            m = (node_type == kind).to_numpy()
+            pos[m] = keys[m].map(lookup).fillna(-1).astype("int64").to_numpy()
 
         def locate(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-            kinds = ids.map(kind).map(lambda k: k if k in ("user", "item") else "entity").to_numpy()
-            keys = ids.map(key).to_numpy()
-            pos = np.array([node_pos[t].get(k, -1) for t, k in zip(kinds, keys, strict=True)], dtype=np.int64)
-            return kinds, pos
+            return ids.map(node_type).to_numpy(), ids.map(pos).fillna(-1).astype("int64").to_numpy()
 
         h_kind, h_pos = locate(triples["head"])
         t_kind, t_pos = locate(triples["tail"])

@@ -85,7 +85,7 @@ def replace_tables(
 
 
 def table_exists(conn, table: str) -> bool:
-    return bool(conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0])
+    return bool(conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0])
 
 
 def read_table(conn, table: str, where: tuple[str, list] | None = None):

@@ -31,7 +31,7 @@ def reconciliation(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         totals = conn.execute(
             "SELECT (SELECT count(*) FROM raw_interactions), (SELECT count(*) FROM cleaned_interactions), "
             "(SELECT count(*) FROM interactions_quarantine)"
-        ).fetchone()
+        ).fetchall()[0]
     return dg.AssetCheckResult(
         passed=bad.empty,
         metadata={
@@ -49,7 +49,7 @@ def no_duplicate_events(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         dups = conn.execute(
             "SELECT count(*) FROM (SELECT user_id, item_id, ts, rating FROM cleaned_interactions "
             "GROUP BY ALL HAVING count(*) > 1)"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     return dg.AssetCheckResult(passed=dups == 0, metadata={"duplicate_events": dups})
 
 @dg.asset_check(asset="cleaned_interactions", blocking=True,
@@ -59,10 +59,10 @@ def referential_integrity(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         _ensure(conn, "cleaned_interactions", "items", "users")
         orphan_items = conn.execute(
             "SELECT count(*) FROM cleaned_interactions c WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.item_id = c.item_id)"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         orphan_users = conn.execute(
             "SELECT count(*) FROM cleaned_interactions c WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = c.user_id)"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     return dg.AssetCheckResult(
         passed=orphan_items == 0 and orphan_users == 0,
         metadata={"rows_with_unknown_item": orphan_items, "rows_with_unknown_user": orphan_users},
@@ -74,7 +74,7 @@ def unique_item_ids(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         _ensure(conn, "items")
         n, distinct, empty = conn.execute(
             "SELECT count(*), count(DISTINCT item_id), count(*) FILTER (WHERE coalesce(trim(item_id), '') = '') FROM items"
-        ).fetchone()
+        ).fetchall()[0]
     return dg.AssetCheckResult(passed=n == distinct and empty == 0, metadata={"rows": n, "distinct_ids": distinct})
 
 INGESTION_CHECKS = [reconciliation, no_duplicate_events, referential_integrity, unique_item_ids]

@@ -126,7 +126,7 @@ def user_behavior_embeddings(
 def item_embeddings_unit_norm(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.get_connection() as conn:
         ids, matrix = wh.read_embeddings(conn, "item_text_embeddings", "item_id")
-        n_items = conn.execute("SELECT count(*) FROM items").fetchone()[0]
+        n_items = conn.execute("SELECT count(*) FROM items").fetchall()[0][0]
     norms = np.linalg.norm(matrix, axis=1) if len(ids) else np.array([1.0])
     ok = len(ids) == n_items and bool(np.all(np.abs(norms - 1) < 1e-3)) and bool(np.isfinite(matrix).all())
     return dg.AssetCheckResult(passed=ok, metadata={"vectors": len(ids), "items": n_items,

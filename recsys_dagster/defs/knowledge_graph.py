@@ -60,7 +60,7 @@ def every_item_is_an_entity(warehouse: WarehouseResource) -> dg.AssetCheckResult
         missing = conn.execute(
             "SELECT count(*) FROM items i WHERE NOT EXISTS "
             "(SELECT 1 FROM kg_entities e WHERE e.entity_key = 'item:' || i.item_id)"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     return dg.AssetCheckResult(passed=missing == 0, metadata={"items_without_entity": missing})
 
 
@@ -71,7 +71,7 @@ def no_dangling_triples(warehouse: WarehouseResource) -> dg.AssetCheckResult:
             "SELECT count(*) FROM kg_triples t WHERE NOT EXISTS (SELECT 1 FROM kg_entities e WHERE e.entity_id = t.head) "
             "OR NOT EXISTS (SELECT 1 FROM kg_entities e WHERE e.entity_id = t.tail) "
             "OR NOT EXISTS (SELECT 1 FROM kg_relations r WHERE r.relation_id = t.relation)"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     return dg.AssetCheckResult(passed=dangling == 0, metadata={"dangling_triples": dangling})
 
 

@@ -1,0 +1,164 @@
+"""KGTextGNN: the platform's main model — text-initialized, knowledge-aware propagation."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recsys_dagster.core.models.sparse import spmm
+
+
+class KGTextGNN(nn.Module):
+    r"""Graph model over the collaborative knowledge graph (users, items, KG entities).
+
+    Input representations (users first, then items, then entities, one index space):
+
+    .. math::
+        x_u = e_u + W_b\, b_u, \qquad x_i = e_i + W_t\, t_i, \qquad x_e = e_e
+
+    where :math:`t_i` is the item's transformer text embedding, :math:`b_u` the user's
+    behaviour embedding (pooled text of the user's training items), :math:`e_*` learned id
+    embeddings and :math:`W_t, W_b` learned projections.
+
+    Relation-aware attention over KG edges :math:`(h, r, t)`, as in KGAT:
+
+    .. math::
+        \pi(h, r, t) = (W_r x_t)^\top \tanh(W_r x_h + r), \qquad
+        \alpha(h, r, t) = \operatorname{softmax}_{(r', t') \in N_{kg}(h)} \pi(h, r', t')
+
+    Like KGAT, attention is refreshed once per epoch (:meth:`refresh_attention`) and held
+    fixed within the epoch, so propagation is a sparse product:
+
+    .. math::
+        X^{(l+1)} = \hat A_{ui} X^{(l)} + \gamma\, A_{kg}(\alpha) X^{(l)}, \qquad
+        X = \frac{1}{L+1}\sum_{l=0}^{L} X^{(l)}, \qquad \hat y_{ui} = x_u^\top x_i
+
+    with :math:`\hat A_{ui}` LightGCN's normalized user–item adjacency. An item without
+    interactions still has :math:`W_t t_i` and its KG neighbourhood, which is what makes
+    it recommendable (cold start).
+
+    Args:
+        num_users, num_items, num_entities: node counts.
+        adj_ui: normalized user–item adjacency, CSR over all ``N`` nodes.
+        kg_head, kg_tail, kg_rel: KG edges in the unified index (both directions present,
+            reverse relations with their own ids), ``num_relations`` relation ids.
+        item_text, user_text: optional ``(I, T)`` / ``(U, T)`` text features.
+        embedding_dim, num_layers: model size. kg_weight: :math:`\gamma`.
+        id_dropout: probability of dropping an item's id embedding in training, so the
+            model learns to score from text and KG alone (cold start).
+    """
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        num_entities: int,
+        adj_ui: torch.Tensor,
+        kg_head: torch.Tensor,
+        kg_tail: torch.Tensor,
+        kg_rel: torch.Tensor,
+        num_relations: int,
+        item_text: torch.Tensor | None = None,
+        user_text: torch.Tensor | None = None,
+        embedding_dim: int = 64,
+        num_layers: int = 2,
+        kg_weight: float = 0.5,
+        id_dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.num_users, self.num_items, self.num_entities = num_users, num_items, num_entities
+        self.num_nodes = num_users + num_items + num_entities
+        self.num_layers, self.kg_weight, self.id_dropout = num_layers, kg_weight, id_dropout
+        self.embedding = nn.Embedding(self.num_nodes, embedding_dim)  # users, items, entities
+        self.rel_W = nn.Parameter(torch.empty(max(num_relations, 1), embedding_dim, embedding_dim))
+        self.rel_emb = nn.Embedding(max(num_relations, 1), embedding_dim)
+        self.text_proj = nn.Linear(item_text.shape[1], embedding_dim, bias=False) if item_text is not None else None
+        self.behav_proj = nn.Linear(user_text.shape[1], embedding_dim, bias=False) if user_text is not None else None
+        self.register_buffer("item_text", item_text, persistent=False)
+        self.register_buffer("user_text", user_text, persistent=False)
+        self.adj_ui = adj_ui
+        order = torch.argsort(kg_rel, stable=True)
+        self.kg_head, self.kg_tail, self.kg_rel = kg_head[order], kg_tail[order], kg_rel[order]
+        self.adj = adj_ui
+        self.adj_t = adj_ui
+        self.generator: torch.Generator | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_normal_(self.embedding.weight)
+        with torch.no_grad():  # start attention as a plain similarity: W_r = I, r = 0
+            self.rel_W.copy_(torch.eye(self.rel_W.shape[1]).expand_as(self.rel_W))
+            self.rel_emb.weight.zero_()
+        for proj in (self.text_proj, self.behav_proj):
+            if proj is not None:
+                nn.init.xavier_normal_(proj.weight)
+
+    def inputs(self) -> torch.Tensor:
+        """Layer-0 representations of all nodes, ``(N, d)``."""
+        x = self.embedding.weight
+        u, i = self.num_users, self.num_items
+        if self.training and self.id_dropout > 0:
+            keep = torch.rand(i, 1, device=x.device, generator=self.generator) >= self.id_dropout
+            x = torch.cat([x[:u], x[u: u + i] * keep, x[u + i:]])
+        parts = []
+        if self.behav_proj is not None or self.text_proj is not None:
+            d = x.shape[1]
+            zeros = x.new_zeros
+            parts = [self.behav_proj(self.user_text) if self.behav_proj is not None else zeros(u, d),
+                     self.text_proj(self.item_text) if self.text_proj is not None else zeros(i, d),
+                     zeros(self.num_entities, d)]
+            x = x + torch.cat(parts)
+        return x
+
+    @torch.no_grad()
+    def refresh_attention(self) -> None:
+        """Recompute :math:`\\alpha` from the current parameters and rebuild the operator."""
+        from torch_geometric.utils import softmax
+
+        n = self.num_nodes
+        if self.kg_head.numel() == 0:
+            self.adj = self.adj_t = self.adj_ui
+            return
+        x = self.inputs()
+        logits = torch.empty(self.kg_head.numel(), device=x.device)
+        bounds = torch.searchsorted(self.kg_rel, torch.arange(self.rel_W.shape[0] + 1, device=x.device))
+        for r in range(self.rel_W.shape[0]):
+            s, e = int(bounds[r]), int(bounds[r + 1])
+            if s == e:
+                continue
+            w = self.rel_W[r]
+            h = x[self.kg_head[s:e]] @ w
+            t = x[self.kg_tail[s:e]] @ w
+            logits[s:e] = (t * torch.tanh(h + self.rel_emb.weight[r])).sum(-1)
+        alpha = softmax(logits, self.kg_head, num_nodes=n) * self.kg_weight
+        ui = self.adj_ui.to_sparse_coo().coalesce()
+        rows = torch.cat([ui.indices()[0], self.kg_head])
+        cols = torch.cat([ui.indices()[1], self.kg_tail])
+        vals = torch.cat([ui.values(), alpha])
+        a = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n), check_invariants=False).coalesce()
+        self.adj = a.to_sparse_csr()
+        self.adj_t = a.t().coalesce().to_sparse_csr()
+
+    def forward(self) -> torch.Tensor:
+        """Final embeddings of users and items (entities dropped): ``(U + I, d)``."""
+        x = self.inputs()
+        out = x
+        for _ in range(self.num_layers):
+            x = spmm(self.adj, x, self.adj_t)
+            out = out + x
+        return out[: self.num_users + self.num_items] / (self.num_layers + 1)
+
+    def ego(self, nodes: torch.Tensor) -> torch.Tensor:
+        return self.embedding.weight.index_select(0, nodes)
+
+    def kg_loss(self, head, rel, tail, neg_tail) -> torch.Tensor:
+        """KGAT's TransR-style loss on KG triples (optional auxiliary term)."""
+        x = self.inputs()
+        w = self.rel_W[rel]
+        r = self.rel_emb(rel)
+        h = torch.bmm(x[head].unsqueeze(1), w).squeeze(1)
+        t = torch.bmm(x[tail].unsqueeze(1), w).squeeze(1)
+        tn = torch.bmm(x[neg_tail].unsqueeze(1), w).squeeze(1)
+        pos = ((h + r - t) ** 2).sum(-1)
+        neg = ((h + r - tn) ** 2).sum(-1)
+        return nn.functional.softplus(pos - neg).mean()

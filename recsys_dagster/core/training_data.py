@@ -1,0 +1,61 @@
+"""Read the warehouse tables a model needs and assemble :class:`TrainData` for a protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from recsys_dagster.core import warehouse as wh
+from recsys_dagster.core.gnn_data import TrainData, build_train_data, implicit_interactions
+from recsys_dagster.core.splits import Split, random_split
+
+
+@dataclass
+class WarehouseTables:
+    interactions: pd.DataFrame
+    user_ids: list
+    item_ids: list
+    entities: pd.DataFrame | None
+    relations: pd.DataFrame | None
+    triples: pd.DataFrame | None
+    item_text: tuple | None
+
+
+def read_tables(conn, until: str | None = None) -> WarehouseTables:
+    """Interactions (optionally only ``event_date <= until``), ids, KG and item text."""
+    if until is None:
+        inter = conn.execute("SELECT user_id, item_id, ts, rating FROM cleaned_interactions").df()
+    else:
+        inter = conn.execute("SELECT user_id, item_id, ts, rating FROM cleaned_interactions WHERE event_date <= ?",
+                             [until]).df()
+    users = [r[0] for r in conn.execute("SELECT user_id FROM users").fetchall()]
+    items = [r[0] for r in conn.execute("SELECT item_id FROM items").fetchall()]
+    text = None
+    if wh.table_exists(conn, "item_text_embeddings"):
+        text = wh.read_embeddings(conn, "item_text_embeddings", "item_id")
+        if len(text[0]) == 0:
+            text = None
+    return WarehouseTables(inter, users, items, wh.read_table(conn, "kg_entities"), wh.read_table(conn, "kg_relations"),
+                           wh.read_table(conn, "kg_triples"), text)
+
+
+def make_split(tables: WarehouseTables, config) -> Split:
+    positives = implicit_interactions(tables.interactions, config.min_rating)
+    return random_split(positives, seed=config.split_seed)
+
+
+def data_for_split(tables: WarehouseTables, split: Split, config) -> TrainData:
+    return build_train_data(split, tables.user_ids, tables.item_ids, tables.entities, tables.relations,
+                            tables.triples, tables.item_text, use_kg=config.use_kg, use_text=config.use_text)
+
+
+def load_training_data(warehouse: str, config) -> TrainData:
+    import duckdb
+
+    conn = duckdb.connect(warehouse, read_only=True)
+    try:
+        tables = read_tables(conn)
+    finally:
+        conn.close()
+    return data_for_split(tables, make_split(tables, config), config)

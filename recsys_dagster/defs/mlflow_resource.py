@@ -1,0 +1,49 @@
+"""A small MLflow resource (instead of the legacy ``dagster-mlflow``)."""
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+
+class MLflowResource(dg.ConfigurableResource):
+    """Tracking store: ``MLFLOW_TRACKING_URI`` when set (credentials, e.g.
+    ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``, also come from the environment and are never
+    logged), else a SQLite database under the data folder."""
+
+    tracking_uri: str | None = Field(default=None, description="explicit tracking URI (else MLFLOW_TRACKING_URI, else sqlite under home)")
+    home: str = Field(default="data", description="folder of the default sqlite store and artifacts")
+    experiment: str = "recsys_dagster"
+    registered_model: str = "recsys_gnn"
+
+    def uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return os.environ["MLFLOW_TRACKING_URI"]
+        return f"sqlite:///{Path(self.home).resolve() / 'mlflow.db'}"
+
+    def _client(self):
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri())
+        exp = mlflow.get_experiment_by_name(self.experiment)
+        if exp is None:
+            artifacts = (Path(self.home).resolve() / "mlartifacts").as_uri()
+            exp_id = mlflow.create_experiment(self.experiment, artifact_location=artifacts)
+        else:
+            exp_id = exp.experiment_id
+        return mlflow, exp_id
+
+    @contextmanager
+    def start_run(self, run_name: str, tags: dict[str, str]):
+        mlflow, exp_id = self._client()
+        with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
+            yield run
+
+    def run_url(self, run) -> str:
+        uri = self.uri()
+        base = uri if uri.startswith("http") else "http://127.0.0.1:5000"
+        return f"{base.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
