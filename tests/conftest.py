@@ -29,7 +29,7 @@ def make_settings(tmp_path: Path, dataset: str, **kw) -> Settings:
 
 
 def run_assets(defs: dg.Definitions, selection: str, partition_range: tuple[str, str] | None = None,
-               partition: str | None = None, raise_on_error: bool = True):
+               partition: str | None = None, raise_on_error: bool = True, run_config: dict | None = None):
     """Materialize ``selection`` in-process through the code location's implicit job."""
     job = defs.resolve_implicit_global_asset_job_def()
     tags = {}
@@ -42,6 +42,7 @@ def run_assets(defs: dg.Definitions, selection: str, partition_range: tuple[str,
         tags=tags,
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=raise_on_error,
+        run_config=run_config or {},
     )
 
 

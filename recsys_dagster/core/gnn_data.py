@@ -81,10 +81,15 @@ def build_train_data(
     use_kg: bool = True,
     use_text: bool = True,
     half_life_days: float = 60.0,
+    min_entity_degree: int = 2,
 ) -> TrainData:
     """Index every known user and item (items without training interactions included, so
     they can be scored), graph edges from ``split.train`` only, user behaviour embeddings
-    pooled from ``split.train`` only (no leakage into validation or test)."""
+    pooled from ``split.train`` only (no leakage into validation or test).
+
+    KG entities (not users/items) with fewer than ``min_entity_degree`` edges are dropped,
+    as KGAT/KGIN preprocessing does: an entity tied to a single item carries no signal
+    between items, and Freebase has tens of thousands of them."""
     from recsys_dagster.core.user_profiles import pooled_user_embeddings
 
     all_users = np.array(sorted(set(user_ids) | set(split.train["user_id"])), dtype=object)
@@ -128,9 +133,36 @@ def build_train_data(
             names.append(f"{src}:{rel}:{dst}")
         if heads:
             h, t, r = np.concatenate(heads), np.concatenate(tails), np.concatenate(rels)
+            h, t, r, kept = _prune_entities(h, t, r, offset["entity"], len(index.entity_keys), min_entity_degree)
+            data.entity_keys = index.entity_keys[kept]
+            used = np.unique(r)
+            remap = np.full(len(names), -1)
+            remap[used] = np.arange(len(used))
+            r = remap[r]
+            names = [names[k] for k in used]
             n_rel = len(names)
             data.kg_head = np.concatenate([h, t]).astype(np.int64)
             data.kg_tail = np.concatenate([t, h]).astype(np.int64)
             data.kg_rel = np.concatenate([r, r + n_rel]).astype(np.int64)
             data.relation_names = names + [f"rev:{n}" for n in names]
     return data
+
+
+def _prune_entities(h, t, r, first_entity: int, n_entities: int, min_degree: int):
+    """Drop entity nodes with degree < ``min_degree`` and their edges; renumber the rest."""
+    ent_deg = np.bincount(np.concatenate([h[h >= first_entity], t[t >= first_entity]]) - first_entity,
+                          minlength=n_entities)
+    kept = np.flatnonzero(ent_deg >= min_degree)
+    new_pos = np.full(n_entities, -1, dtype=np.int64)
+    new_pos[kept] = np.arange(len(kept))
+
+    def remap(nodes):
+        out = nodes.copy()
+        is_ent = nodes >= first_entity
+        out[is_ent] = np.where(new_pos[nodes[is_ent] - first_entity] >= 0,
+                               new_pos[nodes[is_ent] - first_entity] + first_entity, -1)
+        return out
+
+    h2, t2 = remap(h), remap(t)
+    keep = (h2 >= 0) & (t2 >= 0)
+    return h2[keep], t2[keep], r[keep], kept

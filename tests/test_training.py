@@ -1,0 +1,122 @@
+"""Training core and the gnn_model asset on a tiny synthetic warehouse."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+import torch
+
+from recsys_dagster.core.train import TrainConfig, evaluate, load_weights, train
+from recsys_dagster.core.training_data import load_training_data
+from recsys_dagster.definitions import build_definitions
+from tests.conftest import make_settings, run_assets
+
+FAST = dict(embedding_dim=16, batch_size=256, max_epochs=6, min_epochs=1, patience=50, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory):
+    from recsys_dagster.core.datasets.synthetic import generate
+
+    tmp = tmp_path_factory.mktemp("train")
+    folder = generate(tmp / "synthetic", n_users=80, n_items=50, n_interactions=1500, days=4, seed=3)
+    settings = make_settings(tmp, str(folder))
+    defs = build_definitions(settings)
+    run_assets(defs, "items,users")
+    run_assets(defs, "raw_interactions,cleaned_interactions", partition_range=("2024-01-01", "2024-01-04"))
+    run_assets(defs, "knowledge_graph,item_text_embeddings")
+    return settings, defs
+
+
+@pytest.mark.parametrize("model", ["mf", "lightgcn", "kgtextgnn"])
+def test_training_is_deterministic_and_learns(warehouse, model):
+    settings, _ = warehouse
+    config = TrainConfig(model=model, **FAST)
+    data = load_training_data(settings.warehouse, config)
+    a = train(data, config, log=lambda m: None)
+    b = train(data, config, log=lambda m: None)
+    assert a.best_valid == b.best_valid and a.test == b.test
+    assert a.history[-1]["loss"] < a.history[0]["loss"]
+    assert 0 < a.best_valid["recall@20"] <= 1
+
+
+def test_interrupted_training_resumes_to_the_same_result(warehouse, tmp_path):
+    settings, _ = warehouse
+    config = TrainConfig(model="kgtextgnn", **FAST)
+    data = load_training_data(settings.warehouse, config)
+    reference = train(data, config, log=lambda m: None)
+
+    ckpt = tmp_path / "ckpt.pt"
+
+    def crash(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt("simulated kill after epoch 2")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, config, checkpoint_path=ckpt, on_epoch=crash, log=lambda m: None)
+    assert ckpt.exists()
+    resumed = train(data, config, checkpoint_path=ckpt, log=lambda m: None)
+    assert resumed.resumed_from == 2 and not ckpt.exists()
+    assert resumed.best_valid == reference.best_valid and resumed.test == reference.test
+
+
+def test_sigkill_mid_training_then_resume_via_cli(warehouse, tmp_path):
+    settings, _ = warehouse
+    train_cfg = {**FAST, "model": "lightgcn", "max_epochs": 400, "batch_size": 64}
+    spec = {"warehouse": settings.warehouse, "output": str(tmp_path / "m" / "model.pt"), "train": train_cfg}
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(spec))
+    ckpt = tmp_path / "m" / "model.ckpt"
+    cmd = [sys.executable, "-m", "recsys_dagster.core.train", "--config", str(cfg_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists():
+            state = torch.load(ckpt, weights_only=True)
+            if state["epoch"] >= 3:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    uninterrupted = train(load_training_data(settings.warehouse, TrainConfig(**train_cfg)), TrainConfig(**train_cfg),
+                          log=lambda m: None)
+    assert summary["valid"] == pytest.approx(uninterrupted.best_valid, abs=0)
+    assert summary["test"] == pytest.approx(uninterrupted.test, abs=0)
+
+
+def test_gnn_model_asset_logs_to_mlflow_and_weights_reload(warehouse):
+    settings, defs = warehouse
+    result = run_assets(defs, "gnn_model", run_config={"ops": {"gnn_model": {"config": {
+        "embedding_dim": 16, "batch_size": 256, "max_epochs": 5, "min_epochs": 1}}}})
+    meta = result.asset_materializations_for_node("gnn_model")[0].metadata
+    weights = Path(meta["weights_path"].value)
+    assert weights.is_file() and len(meta["weights_sha256"].value) == 64
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{Path(settings.home).resolve() / 'mlflow.db'}")
+    run = mlflow.get_run(meta["mlflow_run_id"].value)
+    assert run.data.tags["dagster.run_id"] == result.run_id
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "valid_ndcg@10")
+    assert len(history) == 5
+    versions = mlflow.MlflowClient().search_model_versions("name='recsys_gnn'")
+    assert len(versions) >= 1
+
+    payload = torch.load(weights, weights_only=True)
+    config = TrainConfig.from_dict(payload["config"])
+    data = load_training_data(settings.warehouse, config)
+    model, _ = load_weights(weights, data)
+    assert evaluate(model, data, "valid")["ndcg@10"] == pytest.approx(meta["valid_ndcg@10"].value, abs=1e-4)
+
+    warm = run_assets(defs, "gnn_model", run_config={"ops": {"gnn_model": {"config": {
+        "embedding_dim": 16, "batch_size": 256, "max_epochs": 2, "min_epochs": 1, "warm_start": True}}}})
+    assert warm.asset_materializations_for_node("gnn_model")[0].metadata["warm_start"].value is True
