@@ -19,6 +19,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from recsys_dagster.defs.partitions import daily_partitions
     from recsys_dagster.defs.knowledge_graph import KG_CHECKS, knowledge_graph
     from recsys_dagster.defs.mlflow_resource import MLflowResource
+    from recsys_dagster.defs.evaluation import evaluation_metrics, fused_model_quality_gate
+    from recsys_dagster.defs.recommendations import fused_recommendations, recommendations_are_valid
     from recsys_dagster.defs.training import gnn_model
     from recsys_dagster.defs.resources import ComputeResource, DatasetResource, TextEncoderResource, WarehouseResource
 
@@ -29,10 +31,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     ).span()
     partitions_def = daily_partitions(span)
     assets = [items, users, *build_ingestion_assets(partitions_def), knowledge_graph,
-              item_text_embeddings, user_behavior_embeddings, gnn_model]
+              item_text_embeddings, user_behavior_embeddings, gnn_model, evaluation_metrics, fused_recommendations]
     return dg.Definitions(
         assets=assets,
-        asset_checks=[*INGESTION_CHECKS, *KG_CHECKS, *EMBEDDING_CHECKS],
+        asset_checks=[*INGESTION_CHECKS, *KG_CHECKS, *EMBEDDING_CHECKS, fused_model_quality_gate,
+                      recommendations_are_valid],
         resources={
             "dataset": dataset,
             "warehouse": WarehouseResource(database=settings.warehouse),

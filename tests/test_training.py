@@ -106,7 +106,7 @@ def test_gnn_model_asset_logs_to_mlflow_and_weights_reload(warehouse):
     mlflow.set_tracking_uri(f"sqlite:///{Path(settings.home).resolve() / 'mlflow.db'}")
     run = mlflow.get_run(meta["mlflow_run_id"].value)
     assert run.data.tags["dagster.run_id"] == result.run_id
-    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "valid_ndcg@10")
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "valid_ndcg_at_10")
     assert len(history) == 5
     versions = mlflow.MlflowClient().search_model_versions("name='recsys_gnn'")
     assert len(versions) >= 1

@@ -64,24 +64,31 @@ def random_split(interactions: pd.DataFrame, ratios=(0.8, 0.1, 0.1), seed: int =
     return Split(*parts, name="random")
 
 
-def temporal_split(interactions: pd.DataFrame, cutoff: dt.date, valid_days: int = 7, test_days: int | None = None) -> Split:
-    """Train: ``ts < cutoff``; valid: the next ``valid_days``; test: everything after
-    (or the next ``test_days``). Only users and items seen in train are kept in valid/test
-    for warm evaluation (cold users are scored by the fusion layer's fallbacks)."""
+def temporal_split(interactions: pd.DataFrame, cutoff: dt.date, valid_end: dt.date) -> Split:
+    """Train: days before ``cutoff``; valid: ``cutoff`` .. ``valid_end`` (exclusive); test:
+    from ``valid_end`` on. Valid/test keep users and items seen in train (warm ranking;
+    cold users and items are what the fusion layer's fallbacks and the cold-item protocol
+    are for)."""
     ts = pd.to_datetime(interactions["ts"])
-    c0 = pd.Timestamp(cutoff)
-    c1 = c0 + pd.Timedelta(days=valid_days)
+    c0, c1 = pd.Timestamp(cutoff), pd.Timestamp(valid_end)
     train = interactions[ts < c0]
     valid = interactions[(ts >= c0) & (ts < c1)]
     test = interactions[ts >= c1]
-    if test_days is not None:
-        test = test[pd.to_datetime(test["ts"]) < c1 + pd.Timedelta(days=test_days)]
     known_u, known_i = set(train["user_id"]), set(train["item_id"])
 
     def warm(f):
         return f[f["user_id"].isin(known_u) & f["item_id"].isin(known_i)]
 
     return Split(train, warm(valid), warm(test), name=f"temporal@{cutoff}")
+
+
+def temporal_cutoffs(interactions: pd.DataFrame, train_share: float = 0.8, valid_share: float = 0.1) -> tuple[dt.date, dt.date]:
+    """Day boundaries so that about ``train_share`` of the interactions fall before the
+    first and ``valid_share`` between the two (whole days, as the daily partitions)."""
+    ts = pd.to_datetime(interactions["ts"])
+    c0 = ts.quantile(train_share).normalize()
+    c1 = max(ts.quantile(train_share + valid_share).normalize(), c0 + pd.Timedelta(days=1))
+    return c0.date(), c1.date()
 
 
 def cold_item_split(interactions: pd.DataFrame, share: float = 0.1, seed: int = 2020,

@@ -25,7 +25,7 @@ class TrainConfig:
     model: str = "kgtextgnn"  # mf | lightgcn | kgtextgnn
     embedding_dim: int = 64
     num_layers: int = 2
-    lr: float = 1e-3
+    lr: float = 5e-3
     reg_weight: float = 1e-4
     batch_size: int = 2048
     max_epochs: int = 300

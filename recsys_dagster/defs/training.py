@@ -15,13 +15,18 @@ from recsys_dagster.defs.resources import ComputeResource, WarehouseResource
 GPU_POOL = "gpu"
 
 
+def mlflow_metrics(values: dict, prefix: str = "") -> dict:
+    """MLflow metric names may not contain '@': ``ndcg@10`` -> ``ndcg_at_10``."""
+    return {f"{prefix}{k}".replace("@", "_at_"): float(v) for k, v in values.items()}
+
+
 class TrainingConfig(dg.Config):
     """Launchpad config of ``gnn_model`` (defaults: the project's main model)."""
 
     model: str = Field(default="kgtextgnn", description="kgtextgnn | lightgcn | mf")
     embedding_dim: int = 64
     num_layers: int = 2
-    lr: float = 1e-3
+    lr: float = 5e-3
     reg_weight: float = 1e-4
     batch_size: int = 2048
     max_epochs: int = 300
@@ -97,7 +102,7 @@ def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehou
                            "kg_edges": len(data.kg_head), **{f"split_{k}": v for k, v in split.sizes().items()}})
 
         def on_epoch(record: dict) -> None:
-            mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+            mlflow.log_metrics(mlflow_metrics({k: v for k, v in record.items() if k != "epoch"}), step=record["epoch"])
             if record["epoch"] % 10 == 0:
                 context.log.info(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
 
@@ -111,13 +116,14 @@ def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehou
                   "valid ndcg@10": [h.get("valid_ndcg@10", float("nan")) for h in result.history]}
         png = line_plot_png(curves, f"{train_config.model} training")
         (out_dir / version / "training_curve.png").write_bytes(png)
-        mlflow.log_metrics({f"best_valid_{k}": v for k, v in result.best_valid.items()})
-        mlflow.log_metrics({f"test_{k}": v for k, v in result.test.items()})
+        mlflow.log_metrics(mlflow_metrics(result.best_valid, "best_valid_"))
+        mlflow.log_metrics(mlflow_metrics(result.test, "test_"))
         mlflow.log_metrics({"best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch})
         mlflow.log_artifacts(str(out_dir / version), artifact_path="weights")
         mlflow.pytorch.log_model(result.model.cpu(), name="model", registered_model_name=mlflow_tracking.registered_model,
-                                 pip_requirements=["torch", "torch-geometric"])
+                                 pip_requirements=["torch", "torch-geometric"], serialization_format="pickle")
         run_id, url = run.info.run_id, mlflow_tracking.run_url(run)
+        (out_dir / version / "mlflow_run_id").write_text(run_id)
     (out_dir / "LATEST").write_text(version)
     return dg.MaterializeResult(
         metadata={

@@ -1,0 +1,180 @@
+"""Evaluation protocols run end to end: every model on the same split with the same metric code.
+
+Protocols (see :mod:`recsys_dagster.core.splits`):
+
+* ``A`` — RecBole-comparable per-user random 8:1:1, full ranking over all items, train
+  items masked (train + valid at test).
+* ``B`` — temporal: train on days before the cutoff, validate on the next days, test after.
+* ``cold_item`` — a share of items has no training interactions; ranking among those
+  items only (warm items would otherwise fill every list).
+
+Rows: ``(protocol, model, slice, metric, k, value)``; slices ``all``, ``cold_users`` (the
+``cold_user_share`` of test users with the fewest training interactions), ``warm_users``; plus ``coverage`` (share
+of items in any top-K list) and ``avg_popularity`` (mean train popularity of recommended
+items: lower is more novel).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from recsys_dagster.core.metrics import full_ranking
+from recsys_dagster.core.train import TrainConfig, train
+
+ROW_COLUMNS = ["protocol", "model", "slice", "metric", "k", "value"]
+
+
+@dataclass
+class EvalConfig:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    baseline_max_epochs: int = 100
+    ks: tuple[int, ...] = (10, 20)
+    cold_user_share: float = 0.2
+    protocols: tuple[str, ...] = ("A", "B", "cold_item")
+    ablations: bool = True
+    temporal_train_share: float = 0.8
+    cold_item_share: float = 0.1
+    fusion_betas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+
+
+@dataclass
+class ProtocolResult:
+    rows: list = field(default_factory=list)
+    fusion: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+
+
+def _embeddings(model, data):
+    model.eval()
+    with torch.no_grad():
+        out = model().float()
+    return out[: data.n_users], out[data.n_users: data.n_users + data.n_items]
+
+
+def scorer_of(model, data):
+    users, items = _embeddings(model, data)
+    return lambda ub: users[ub] @ items.T
+
+
+def add_rows(result: ProtocolResult, protocol: str, name: str, score_fn, data, config: EvalConfig,
+             candidates: np.ndarray | None = None) -> dict:
+    """Test metrics for one scorer, with slices, coverage and popularity of recommendations."""
+    ks = config.ks
+    n_items = data.n_items
+    fn = score_fn
+    if candidates is not None:
+        mask = torch.full((n_items,), -torch.inf)
+        mask[torch.as_tensor(candidates)] = 0.0
+
+        def fn(ub, base=score_fn):
+            return base(ub) + mask
+
+    exclude = data.train_plus_valid_csr()
+    means, users, per_user = full_ranking(fn, data.test_csr, exclude, n_items, ks=ks, return_per_user=True)
+    train_counts = np.diff(data.train_csr[0])[users]
+    cold = train_counts <= np.quantile(train_counts, config.cold_user_share) if len(train_counts) else train_counts > 0
+    for metric, value in means.items():
+        m, k = metric.split("@")
+        result.rows.append((protocol, name, "all", m, int(k), float(value)))
+        for slice_name, sel in (("cold_users", cold), ("warm_users", ~cold)):
+            if sel.any():
+                result.rows.append((protocol, name, slice_name, m, int(k), float(per_user[metric][sel].mean())))
+    from recsys_dagster.core.fusion import top_k
+
+    pop = np.bincount(data.train_items, minlength=n_items)
+    for k in ks:
+        top, _ = top_k(fn, users, exclude, n_items, k)
+        denom = len(candidates) if candidates is not None else n_items
+        result.rows.append((protocol, name, "all", "coverage", k, float(len(np.unique(top)) / max(denom, 1))))
+        result.rows.append((protocol, name, "all", "avg_popularity", k, float(pop[top].mean()) if top.size else 0.0))
+    return means
+
+
+def _train(data, config: TrainConfig, log):
+    t0 = time.perf_counter()
+    res = train(data, config, log=lambda m: None)
+    log(f"trained {config.model} (text={config.use_text}, kg={config.use_kg}): best epoch {res.best_epoch}, "
+        f"valid ndcg@10 {res.best_valid['ndcg@10']:.4f}, {time.perf_counter() - t0:.1f}s")
+    return res.model, time.perf_counter() - t0
+
+
+def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_entities=None, log=print) -> ProtocolResult:
+    """All models of one protocol on ``data`` (a :class:`TrainData`)."""
+    from recsys_dagster.core.baselines import AttributeKNN, ItemKNN, PopScorer, TextKNN
+    from recsys_dagster.core.fusion import FusedScorer, FusionWeights, tune_fusion
+
+    result = ProtocolResult()
+    base = replace(config.train, max_epochs=min(config.train.max_epochs, config.baseline_max_epochs))
+    candidates = None
+    if protocol == "cold_item":
+        has_train = np.bincount(data.train_items, minlength=data.n_items) > 0
+        candidates = np.flatnonzero(~has_train & (np.bincount(data.test_csr[1], minlength=data.n_items) > 0))
+        if len(candidates) == 0:
+            return result
+
+    def run(name, fn):
+        t0 = time.perf_counter()
+        means = add_rows(result, protocol, name, fn, data, config, candidates)
+        result.seconds[f"eval_{name}"] = time.perf_counter() - t0
+        log(f"[{protocol}] {name}: ndcg@10 {means.get('ndcg@10', 0):.4f} recall@10 {means.get('recall@10', 0):.4f}")
+
+    if protocol == "cold_item":
+        g = torch.Generator().manual_seed(config.train.seed)
+        rand = torch.rand(data.n_users, data.n_items, generator=g)
+        run("random", lambda ub: rand[ub])
+        if item_entities is not None:
+            run("attribute_knn", AttributeKNN(item_entities, data.train_csr, data.n_items))
+    else:
+        run("pop", PopScorer(data.train_items, data.n_items))
+        run("itemknn", ItemKNN(data.train_csr, data.n_items))
+    if data.user_text is not None and data.item_text is not None:
+        run("text_knn", TextKNN(data.user_text, data.item_text))
+    if protocol == "A":
+        for name in ("mf", "lightgcn"):
+            model, secs = _train(data, replace(base, model=name), log)
+            result.seconds[f"train_{name}"] = secs
+            run(name, scorer_of(model, data))
+    elif protocol == "B":
+        model, secs = _train(data, replace(base, model="lightgcn"), log)
+        result.seconds["train_lightgcn"] = secs
+        run("lightgcn", scorer_of(model, data))
+    if main_model is None:
+        main_model, secs = _train(data, replace(base, model="kgtextgnn"), log)
+        result.seconds["train_kgtextgnn"] = secs
+    run("kgtextgnn", scorer_of(main_model, data))
+    if protocol == "A" and config.ablations:
+        for name, changes in (("kgtextgnn_no_kg", {"use_kg": False}), ("kgtextgnn_no_text", {"use_text": False}),
+                              ("kgtextgnn_no_kg_no_text", {"use_kg": False, "use_text": False})):
+            sub = _rebuild(data, **changes)
+            model, secs = _train(sub, replace(base, model="kgtextgnn", **changes), log)
+            result.seconds[f"train_{name}"] = secs
+            run(name, scorer_of(model, sub))
+    users, items = _embeddings(main_model, data)
+    counts = torch.as_tensor(np.diff(data.train_csr[0]))
+    pop = torch.as_tensor(np.bincount(data.train_items, minlength=data.n_items))
+    ut = torch.as_tensor(data.user_text) if data.user_text is not None else None
+    it = torch.as_tensor(data.item_text) if data.item_text is not None else None
+    scorer = FusedScorer(users, items, ut, it, counts, pop, FusionWeights())
+    if it is not None:
+        weights, grid = tune_fusion(
+            scorer, lambda fn: full_ranking(fn, data.valid_csr, data.train_csr, data.n_items, ks=(10,))["ndcg@10"],
+            config.fusion_betas)
+        scorer.weights = weights
+        result.fusion = {"alpha": weights.alpha, "beta": weights.beta, "grid": grid}
+    run("fused", scorer)
+    return result
+
+
+def _rebuild(data, use_kg: bool = True, use_text: bool = True):
+    """The same split without KG edges and/or text features (ablations)."""
+    sub = replace(data)
+    if not use_kg:
+        sub = replace(sub, entity_keys=data.entity_keys[:0], kg_head=data.kg_head[:0], kg_tail=data.kg_tail[:0],
+                      kg_rel=data.kg_rel[:0], relation_names=[])
+    if not use_text:
+        sub = replace(sub, item_text=None, user_text=None)
+    return sub

@@ -1,0 +1,96 @@
+"""Top-K fused recommendations with reasons, for known users and for new ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recsys_dagster.core.explain import ExplainContext, explain_user
+from recsys_dagster.core.fusion import FusedScorer, FusionWeights, top_k
+
+REC_COLUMNS = ["user_id", "rank", "item_id", "score", "gnn_score", "text_score", "reason", "model_version", "generated_at"]
+
+
+def build_scorer(model, data, weights: FusionWeights) -> FusedScorer:
+    model.eval()
+    with torch.no_grad():
+        out = model().float()
+    users, items = out[: data.n_users], out[data.n_users: data.n_users + data.n_items]
+    ut = torch.as_tensor(data.user_text) if data.user_text is not None else None
+    it = torch.as_tensor(data.item_text) if data.item_text is not None else None
+    counts = torch.as_tensor(np.diff(data.train_csr[0]))
+    pop = torch.as_tensor(np.bincount(data.train_items, minlength=data.n_items))
+    return FusedScorer(users, items, ut, it, counts, pop, weights)
+
+
+def explain_context(scorer: FusedScorer, titles: np.ndarray, item_entities) -> ExplainContext:
+    vec = scorer.item_gnn / scorer.item_gnn.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    text = scorer.item_text.numpy() if scorer.item_text is not None else None
+    return ExplainContext(np.asarray(titles, dtype=object), vec.numpy(), text, item_entities)
+
+
+def recommend_all(scorer: FusedScorer, data, ctx: ExplainContext, positive: np.ndarray, k: int = 20,
+                  model_version: str = "", generated_at=None, batch_size: int = 1024) -> pd.DataFrame:
+    """Top-``k`` unseen items for every user with reasons. ``positive`` is aligned with
+    ``data.train_csr[1]`` (True where the interaction counts as "rated highly")."""
+    users = np.arange(data.n_users)
+    items, scores = top_k(scorer, users, data.train_csr, data.n_items, k, batch_size)
+    ptr, hist = data.train_csr
+    frames = []
+    for s in range(0, len(users), batch_size):
+        ub = torch.as_tensor(users[s: s + batch_size])
+        top = torch.as_tensor(items[s: s + batch_size])
+        with torch.no_grad():
+            raw_gnn = (scorer.user_gnn[ub].unsqueeze(1) * scorer.item_gnn[top]).sum(-1)
+            zg, zt = scorer.parts(ub)
+            if zt is not None:
+                raw_text = (scorer.user_text[ub].unsqueeze(1) * scorer.item_text[top]).sum(-1)
+                w = scorer.weights
+                trust = torch.clamp(scorer.n[ub] / max(w.cold_user_threshold, 1), max=1.0).unsqueeze(1)
+                text_part = (w.beta + w.alpha * (1 - trust)) * torch.gather(zt, 1, top)
+                gnn_part = w.alpha * trust * torch.gather(zg, 1, top)
+                dominant = (text_part > gnn_part).numpy()
+            else:
+                raw_text = torch.full_like(raw_gnn, float("nan"))
+                dominant = np.zeros(top.shape, dtype=bool)
+        for row, u in enumerate(users[s: s + batch_size]):
+            h = hist[ptr[u]: ptr[u + 1]]
+            reasons = explain_user(items[u], h, positive[ptr[u]: ptr[u + 1]], dominant[row], ctx)
+            frames.append(pd.DataFrame({
+                "user_id": data.user_ids[u], "rank": np.arange(1, items.shape[1] + 1), "item_id": data.item_ids[items[u]],
+                "score": scores[u], "gnn_score": raw_gnn[row].numpy(), "text_score": raw_text[row].numpy(),
+                "reason": reasons,
+            }))
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=REC_COLUMNS)
+    out["model_version"] = model_version
+    out["generated_at"] = generated_at if generated_at is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
+    return out[REC_COLUMNS]
+
+
+def recommend_for_new_user(scorer: FusedScorer, data, ctx: ExplainContext, item_ids: list[str] | None = None,
+                           profile_embedding: np.ndarray | None = None, k: int = 20) -> pd.DataFrame:
+    """Score a user unknown to the warehouse from a list of item ids and/or a text profile
+    embedding (``TextEncoder.encode([profile])[0]``). Items given are excluded."""
+    pos = {str(i): n for n, i in enumerate(data.item_ids)}
+    known = [pos[str(i)] for i in (item_ids or []) if str(i) in pos]
+    user_gnn = scorer.item_gnn[known].mean(0, keepdim=True) if known else torch.zeros(1, scorer.item_gnn.shape[1])
+    text_parts = []
+    if scorer.item_text is not None and known:
+        text_parts.append(scorer.item_text[known].mean(0))
+    if profile_embedding is not None:
+        text_parts.append(torch.as_tensor(np.asarray(profile_embedding, dtype=np.float32)))
+    user_text = None
+    if text_parts and scorer.item_text is not None:
+        v = torch.stack(text_parts).mean(0, keepdim=True)
+        user_text = v / v.norm().clamp_min(1e-12)
+    one = FusedScorer(user_gnn, scorer.item_gnn, user_text, scorer.item_text, torch.tensor([len(known)]),
+                      scorer.popularity, scorer.weights)
+    exclude = (np.array([0, len(known)]), np.array(sorted(known), dtype=np.int64))
+    items, scores = top_k(one, np.array([0]), exclude, data.n_items, k)
+    dominant = np.full(items.shape[1], len(known) == 0)
+    reasons = explain_user(items[0], np.array(known, dtype=np.int64), np.ones(len(known), dtype=bool), dominant, ctx)
+    if not known and profile_embedding is not None:
+        reasons = ["matches your description"] * len(reasons)
+    return pd.DataFrame({"rank": np.arange(1, items.shape[1] + 1), "item_id": data.item_ids[items[0]],
+                         "title": ctx.titles[items[0]], "score": scores[0], "reason": reasons})
