@@ -10,7 +10,7 @@ export DAGSTER_HOME := $(CURDIR)
 DAGSTER := $(BIN)/dagster
 MODULE := -m recsys_dagster.definitions
 
-.PHONY: venv demo test lint dev clean bench
+.PHONY: venv demo warehouse test lint dev clean bench
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,12 +22,24 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 ## Materialize every asset on the default dataset (RECSYS_DATASET, RECSYS_DATA_DIR) and print a summary.
-demo: venv
+demo: warehouse
+	$(DAGSTER) asset materialize $(MODULE) --select 'user_behavior_embeddings,gnn_model,evaluation_metrics,fused_recommendations'
+	$(BIN)/python -m recsys_dagster.cli summary
+
+## Ingestion, knowledge graph and item text embeddings (what the benchmarks read).
+warehouse: venv
 	mkdir -p data/dagster
 	$(DAGSTER) asset materialize $(MODULE) --select 'items,users'
 	$(DAGSTER) asset materialize $(MODULE) --select 'raw_interactions,cleaned_interactions' \
 		--partition-range "$$($(BIN)/python -m recsys_dagster.cli span)"
-	$(BIN)/python -m recsys_dagster.cli summary
+	$(DAGSTER) asset materialize $(MODULE) --select 'knowledge_graph,item_text_embeddings'
+
+## Benchmarks (tables on stdout, JSON in benchmarks/results/).
+bench: warehouse
+	$(BIN)/python -m benchmarks.bench_text_encoder
+	$(BIN)/python -m benchmarks.bench_training --full
+	$(BIN)/python -m benchmarks.bench_ranking
+	$(BIN)/python -m benchmarks.bench_accuracy
 
 ## Run the test suite (tests read real data from RECSYS_DATA_DIR, default ../shared/data).
 test: venv

@@ -41,7 +41,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "warehouse": WarehouseResource(database=settings.warehouse),
             "compute": ComputeResource(device=settings.device),
             "text_encoder": TextEncoderResource(model=settings.text_model),
-            "mlflow_tracking": MLflowResource(home=settings.home),
+            "mlflow_tracking": MLflowResource(home=settings.home, tracking_uri=settings.mlflow_tracking_uri),
         },
     )
 

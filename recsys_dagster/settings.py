@@ -15,6 +15,7 @@ variable                    meaning                                          def
 ``RECSYS_SNAPSHOT_DATE``    date of a generic dataset without timestamps     file modification date
 ``RECSYS_DEVICE``           ``auto`` (CUDA when available), ``cpu``, ``cuda`` ``auto``
 ``RECSYS_TEXT_MODEL``       sentence-transformers model name or local path   ``all-MiniLM-L6-v2``
+``MLFLOW_TRACKING_URI``     MLflow tracking server or store                  ``sqlite:///$RECSYS_HOME/mlflow.db``
 ==========================  ===============================================  ==========================
 """
 
@@ -35,6 +36,7 @@ class Settings:
     snapshot_date: str | None
     device: str = "auto"
     text_model: str = "all-MiniLM-L6-v2"
+    mlflow_tracking_uri: str | None = None
 
     @property
     def download_dir(self) -> str:
@@ -53,4 +55,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         snapshot_date=env.get("RECSYS_SNAPSHOT_DATE") or None,
         device=env.get("RECSYS_DEVICE") or "auto",
         text_model=env.get("RECSYS_TEXT_MODEL") or "all-MiniLM-L6-v2",
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
     )

@@ -1,6 +1,5 @@
 """A small MLflow resource (instead of the legacy ``dagster-mlflow``)."""
 
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,10 +18,11 @@ class MLflowResource(dg.ConfigurableResource):
     registered_model: str = "recsys_gnn"
 
     def uri(self) -> str:
+        # MLFLOW_TRACKING_URI is read once, when the code location is built (settings):
+        # mlflow.set_tracking_uri() itself exports that variable, so reading it here would
+        # pick up whatever store an earlier run in this process used.
         if self.tracking_uri:
             return self.tracking_uri
-        if os.environ.get("MLFLOW_TRACKING_URI"):
-            return os.environ["MLFLOW_TRACKING_URI"]
         return f"sqlite:///{Path(self.home).resolve() / 'mlflow.db'}"
 
     def _client(self):
