@@ -3,7 +3,9 @@
 For a recommended item the reason is, in order of preference:
 
 1. a KG entity it shares with the history item the GNN finds most similar (the most
-   specific one: fewest items) — "same director as *Heat (1995)*, which you rated highly";
+   specific one: fewest items; entities shared by more than 5% of the catalogue, such as a
+   country or a decade, only when they are genres or tags) — "same director as *Heat
+   (1995)*, which you rated highly";
 2. "similar description to *X*" when the text score outweighed the GNN score;
 3. "because you rated *X* highly" / "because you watched *X*" (the most similar history item);
 4. "popular with many users" when the user has no history.
@@ -97,7 +99,8 @@ def explain_user(rec_items: np.ndarray, history: np.ndarray, history_positive: n
             reasons.append(f"similar description to *{ctx.titles[text_h]}*")
             continue
         h_entities = {e for e, *_ in ctx.item_entities[h]}
-        shared = [x for x in ctx.item_entities[i] if x[0] in h_entities]
+        broad = max(20, int(0.05 * len(ctx.titles)))  # "same country/decade" explains nothing
+        shared = [x for x in ctx.item_entities[i] if x[0] in h_entities and (x[3] <= broad or x[1] in ("genre", "tag"))]
         if shared:
             _, label, name, _ = shared[0]  # sorted by degree: the most specific first
             what = f"{label} {name}" if name else label

@@ -8,11 +8,17 @@ behaviour embedding and the item's text embedding, :math:`z_u` standardization o
 items for that user. Users with fewer than ``cold_user_threshold`` interactions shift
 weight from the GNN to text: :math:`w = \min(1, n_u / N)`, :math:`\alpha_u = \alpha w`,
 :math:`\beta_u = \beta + \alpha (1 - w)`. Users with neither signal get popularity.
+
+Items with fewer than ``cold_item_threshold`` training interactions get their GNN embedding
+from their text: a ridge regression from text embedding to GNN embedding, fitted on the
+warm items (:func:`map_cold_items`), blended with the item's own embedding by
+:math:`w_i = n_i / N_i`. Mapped embeddings live on the GNN's scale, so a brand-new item
+competes with warm items without flooding the lists (raw text z-scores would).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -22,6 +28,7 @@ class FusionWeights:
     alpha: float = 1.0
     beta: float = 0.0
     cold_user_threshold: int = 5
+    cold_item_threshold: int = 5
 
 
 def _z(scores):
@@ -45,11 +52,19 @@ class FusedScorer:
         import torch
 
         self.user_gnn, self.item_gnn = user_gnn, item_gnn
+        if item_gnn is not None and item_text is not None:
+            self.item_gnn = map_cold_items(item_gnn, item_text, popularity, weights.cold_item_threshold)
         self.user_text, self.item_text = user_text, item_text
         self.n = n_interactions.float()
         self.popularity = popularity
         self.pop_z = _z(torch.log1p(popularity.float()).unsqueeze(0))
         self.weights = weights
+
+    def trust(self, users):
+        """``w_u`` of the module docstring, ``(B, 1)``."""
+        import torch
+
+        return torch.clamp(self.n[users].unsqueeze(1) / max(self.weights.cold_user_threshold, 1), max=1.0)
 
     def parts(self, users):
         """``(z_gnn, z_text)`` for a batch (either may be None)."""
@@ -67,7 +82,7 @@ class FusedScorer:
         beta = w.beta if beta is None else beta
         zg, zt = self.parts(users)
         n = self.n[users].unsqueeze(1)
-        trust = torch.clamp(n / max(w.cold_user_threshold, 1), max=1.0)
+        trust = self.trust(users)
         a_u = alpha * trust
         b_u = beta + alpha * (1 - trust)
         score = torch.zeros((len(users), self.item_gnn.shape[0] if self.item_gnn is not None else self.item_text.shape[0]),
@@ -83,6 +98,24 @@ class FusedScorer:
         return score + no_signal * self.pop_z + 1e-3 * self.pop_z  # popularity also breaks ties
 
 
+def map_cold_items(item_gnn, item_text, popularity, threshold: int, ridge: float = 1.0):
+    """Replace (blend) the GNN embeddings of items with < ``threshold`` interactions by a
+    ridge mapping text -> GNN embedding fitted on the other items."""
+    import torch
+
+    pop = popularity.float()
+    warm = pop >= max(threshold, 1)
+    if threshold <= 0 or warm.sum() < 2 or bool(warm.all()):
+        return item_gnn
+    x = torch.cat([item_text.float(), torch.ones(len(item_text), 1)], dim=1)
+    xw, yw = x[warm], item_gnn[warm].float()
+    gram = xw.T @ xw + ridge * torch.eye(x.shape[1])
+    w = torch.linalg.solve(gram, xw.T @ yw)
+    mapped = x @ w
+    blend = torch.clamp(pop / threshold, max=1.0).unsqueeze(1)
+    return blend * item_gnn + (1 - blend) * mapped
+
+
 def tune_fusion(scorer: FusedScorer, evaluate_fn, betas=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)) -> tuple[FusionWeights, list]:
     """Grid search of β (α = 1) on validation; ``evaluate_fn(score_fn) -> metric``."""
     results = []
@@ -90,7 +123,7 @@ def tune_fusion(scorer: FusedScorer, evaluate_fn, betas=(0.0, 0.05, 0.1, 0.2, 0.
         value = evaluate_fn(lambda ub, b=beta: scorer(ub, 1.0, b))
         results.append((beta, value))
     best_beta = max(results, key=lambda r: (r[1], -r[0]))[0]
-    return FusionWeights(1.0, best_beta, scorer.weights.cold_user_threshold), results
+    return replace(scorer.weights, alpha=1.0, beta=best_beta), results
 
 
 def top_k(score_fn, users: np.ndarray, exclude_csr, n_items: int, k: int = 20, batch_size: int = 1024, device="cpu"):

@@ -47,7 +47,7 @@ def recommend_all(scorer: FusedScorer, data, ctx: ExplainContext, positive: np.n
             if zt is not None:
                 raw_text = (scorer.user_text[ub].unsqueeze(1) * scorer.item_text[top]).sum(-1)
                 w = scorer.weights
-                trust = torch.clamp(scorer.n[ub] / max(w.cold_user_threshold, 1), max=1.0).unsqueeze(1)
+                trust = scorer.trust(ub)
                 text_part = (w.beta + w.alpha * (1 - trust)) * torch.gather(zt, 1, top)
                 gnn_part = w.alpha * trust * torch.gather(zg, 1, top)
                 dominant = (text_part > gnn_part).numpy()
