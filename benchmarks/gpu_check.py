@@ -57,13 +57,19 @@ def check(bundle: str, model_dir: str, out: str) -> None:
     payload = torch.load(bundle, weights_only=False)
     data = TrainData(**payload["data"])
     report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}
-    for name, amp in (("lightgcn", True), ("kgtextgnn", True), ("kgtextgnn", False)):
+    for name, amp in (("lightgcn", False), ("lightgcn", True), ("kgtextgnn", False), ("kgtextgnn", True), ("mf", True)):
         cfg = TrainConfig(model=name, device="cuda", amp=amp, max_epochs=6, min_epochs=6, eval_every=10**6)
-        res = train(data, cfg, log=lambda m: None)
-        report[f"{name}_amp{int(amp)}_s_per_epoch"] = float(np.median([h["epoch_seconds"] for h in res.history[1:]]))
+        try:
+            res = train(data, cfg, log=lambda m: None)
+            report[f"{name}_amp{int(amp)}_s_per_epoch"] = float(np.median([h["epoch_seconds"] for h in res.history[1:]]))
+            report[f"{name}_amp{int(amp)}_valid_ndcg@10_after_6"] = res.best_valid["ndcg@10"]
+        except Exception as exc:  # record and go on: the point is to find what breaks on CUDA
+            report[f"{name}_amp{int(amp)}_error"] = f"{type(exc).__name__}: {exc}"[:500]
+        print(json.dumps(report), flush=True)
+    amp_ok = "kgtextgnn_amp1_error" not in report
     t0 = time.perf_counter()
-    res = train(data, TrainConfig(device="cuda"), log=lambda m: None)
-    report["kgtextgnn_full"] = {"seconds": time.perf_counter() - t0, "epochs": res.epochs_run, "best_epoch": res.best_epoch,
+    res = train(data, TrainConfig(device="cuda", amp=amp_ok), log=lambda m: None)
+    report["kgtextgnn_full"] = {"amp": amp_ok, "seconds": time.perf_counter() - t0, "epochs": res.epochs_run, "best_epoch": res.best_epoch,
                                 "valid_ndcg@10": res.best_valid["ndcg@10"], "test_ndcg@10": res.test["ndcg@10"],
                                 "test_recall@10": res.test["recall@10"], "s_per_epoch": res.seconds_per_epoch}
     texts = payload["texts"]
