@@ -17,14 +17,20 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta 
 
 
 class _SpMM(torch.autograd.Function):
+    # cuSPARSE has no fp32-sparse x bf16-dense SpMM, so under autocast the product runs in
+    # the adjacency's dtype (fp32) and AMP speeds up the dense parts only.
     @staticmethod
     def forward(ctx, a, a_t, x):
         ctx.a_t = a_t
-        return torch.sparse.mm(a, x)
+        ctx.dtype = x.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.sparse.mm(a, x.to(a.dtype))
 
     @staticmethod
     def backward(ctx, grad):
-        return None, None, torch.sparse.mm(ctx.a_t, grad.contiguous())
+        with torch.autocast(grad.device.type, enabled=False):
+            out = torch.sparse.mm(ctx.a_t, grad.contiguous().to(ctx.a_t.dtype))
+        return None, None, out.to(ctx.dtype)
 
 
 def spmm(a: torch.Tensor, x: torch.Tensor, a_t: torch.Tensor | None = None) -> torch.Tensor:
