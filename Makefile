@@ -43,6 +43,7 @@ bench: warehouse
 
 ## Run the test suite (tests read real data from RECSYS_DATA_DIR, default ../shared/data).
 test: venv
+	$(BIN)/ruff check recsys_dagster tests benchmarks
 	$(BIN)/python -m pytest -q
 
 lint: venv

@@ -51,7 +51,7 @@ def main() -> None:
     frame = pd.DataFrame(rows, columns=[*ROW_COLUMNS, "seed"])
     table = []
     for (protocol, model), grp in frame[frame.slice == "all"].groupby(["protocol", "model"], sort=False):
-        def stat(metric, k):
+        def stat(metric, k, grp=grp):
             v = grp[(grp.metric == metric) & (grp.k == k)].value
             return f"{v.mean():.4f} ± {v.std(ddof=0):.4f}" if len(v) else "-"
         row = {"protocol": protocol, "model": model, "seeds": grp.seed.nunique(),
@@ -59,7 +59,7 @@ def main() -> None:
                "hit@10": stat("hit", 10), "ndcg@20": stat("ndcg", 20), "recall@20": stat("recall", 20),
                "coverage@10": stat("coverage", 10)}
         if protocol == "A" and model in RECBOLE:
-            row["recbole ndcg/recall@10"] = "%.3f / %.3f" % RECBOLE[model]
+            row["recbole ndcg/recall@10"] = "{:.3f} / {:.3f}".format(*RECBOLE[model])
         table.append(row)
     print_table(table, f"ML-100K, seeds {args.seeds} (mean ± std)")
     cold = frame[(frame.protocol == "cold_item") & (frame.slice == "all") & (frame.metric == "recall") & (frame.k == 20)]

@@ -21,7 +21,13 @@ def main() -> None:
     args = parser.parse_args()
     from sentence_transformers import SentenceTransformer
 
-    from recsys_dagster.core.text import EncoderConfig, TextEncoder, encode_cached, item_texts, resolve_model_path
+    from recsys_dagster.core.text import (
+        EncoderConfig,
+        TextEncoder,
+        encode_cached,
+        item_texts,
+        resolve_model_path,
+    )
     from recsys_dagster.settings import load_settings
 
     conn = duckdb.connect(load_settings().warehouse, read_only=True)

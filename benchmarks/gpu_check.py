@@ -17,6 +17,9 @@ import torch
 
 
 def export(path: str, model_dir: str) -> None:
+    import shutil
+    from pathlib import Path
+
     import duckdb
     from safetensors.torch import load_file, save_file
 
@@ -24,8 +27,6 @@ def export(path: str, model_dir: str) -> None:
     from recsys_dagster.core.train import TrainConfig
     from recsys_dagster.core.training_data import data_for_split, make_split, read_tables
     from recsys_dagster.settings import load_settings
-    import shutil
-    from pathlib import Path
 
     conn = duckdb.connect(load_settings().warehouse, read_only=True)
     tables = read_tables(conn)
@@ -78,12 +79,15 @@ def check(bundle: str, model_dir: str, out: str) -> None:
     plain.max_seq_length = enc.model.max_seq_length
     ours_t, plain_t = [], []
     for _ in range(3):
-        torch.cuda.synchronize(); t0 = time.perf_counter()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
         vec = enc.encode(texts)
-        torch.cuda.synchronize(); ours_t.append(time.perf_counter() - t0)
+        torch.cuda.synchronize()
+        ours_t.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         plain.encode(texts, batch_size=256, normalize_embeddings=True, show_progress_bar=False)
-        torch.cuda.synchronize(); plain_t.append(time.perf_counter() - t0)
+        torch.cuda.synchronize()
+        plain_t.append(time.perf_counter() - t0)
     cos = (vec * payload["cpu_embeddings"]).sum(1)
     report["encoder"] = {"texts": len(texts), "ours_fp16_texts_per_s": len(texts) / float(np.median(ours_t)),
                          "plain_fp32_texts_per_s": len(texts) / float(np.median(plain_t)),

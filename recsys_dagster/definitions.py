@@ -14,15 +14,24 @@ from recsys_dagster.settings import Settings, load_settings
 def build_definitions(settings: Settings) -> dg.Definitions:
     from recsys_dagster.core.datasets import open_dataset
     from recsys_dagster.defs.checks import INGESTION_CHECKS
-    from recsys_dagster.defs.embeddings import EMBEDDING_CHECKS, item_text_embeddings, user_behavior_embeddings
+    from recsys_dagster.defs.embeddings import (
+        EMBEDDING_CHECKS,
+        item_text_embeddings,
+        user_behavior_embeddings,
+    )
+    from recsys_dagster.defs.evaluation import evaluation_metrics, fused_model_quality_gate
     from recsys_dagster.defs.ingestion import build_ingestion_assets, items, users
-    from recsys_dagster.defs.partitions import daily_partitions
     from recsys_dagster.defs.knowledge_graph import KG_CHECKS, knowledge_graph
     from recsys_dagster.defs.mlflow_resource import MLflowResource
-    from recsys_dagster.defs.evaluation import evaluation_metrics, fused_model_quality_gate
+    from recsys_dagster.defs.partitions import daily_partitions
     from recsys_dagster.defs.recommendations import fused_recommendations, recommendations_are_valid
+    from recsys_dagster.defs.resources import (
+        ComputeResource,
+        DatasetResource,
+        TextEncoderResource,
+        WarehouseResource,
+    )
     from recsys_dagster.defs.training import gnn_model
-    from recsys_dagster.defs.resources import ComputeResource, DatasetResource, TextEncoderResource, WarehouseResource
 
     dataset = DatasetResource.from_settings(settings)
     span = open_dataset(

@@ -74,12 +74,13 @@ def test_recommendations_are_complete_unseen_and_explained(pipeline):
 
 
 def test_cold_item_with_matching_description_is_recommended(pipeline):
+    from pathlib import Path
+
     from recsys_dagster.core.explain import item_entity_lists
     from recsys_dagster.core.recommend import explain_context, recommend_all
     from recsys_dagster.core.training_data import read_tables
     from recsys_dagster.defs.recommendations import load_production_scorer
     from recsys_dagster.defs.training import latest_weights
-    from pathlib import Path
 
     settings, _, _ = pipeline
     conn = duckdb.connect(settings.warehouse, read_only=True)
@@ -104,13 +105,14 @@ def test_cold_item_with_matching_description_is_recommended(pipeline):
 
 
 def test_unknown_user_from_items_or_text(pipeline):
+    from pathlib import Path
+
     from recsys_dagster.core.explain import item_entity_lists
     from recsys_dagster.core.recommend import explain_context, recommend_for_new_user
     from recsys_dagster.core.text import EncoderConfig, TextEncoder
     from recsys_dagster.core.training_data import read_tables
     from recsys_dagster.defs.recommendations import load_production_scorer
     from recsys_dagster.defs.training import latest_weights
-    from pathlib import Path
 
     settings, _, _ = pipeline
     conn = duckdb.connect(settings.warehouse, read_only=True)

@@ -21,7 +21,7 @@ import numpy as np
 METRICS = ("recall", "ndcg", "mrr", "hit", "precision")
 
 
-def metrics_from_hits(hits, n_truth, ks=(10, 20)) -> dict[str, "object"]:
+def metrics_from_hits(hits, n_truth, ks=(10, 20)) -> dict[str, object]:
     """Per-user metric values from a ``(users, K)`` 0/1 hit matrix and truth counts."""
     import torch
 
@@ -47,8 +47,8 @@ def metrics_from_hits(hits, n_truth, ks=(10, 20)) -> dict[str, "object"]:
 
 def full_ranking(
     score_fn: Callable,
-    truth: "object",
-    exclude: "object | None",
+    truth: object,
+    exclude: object | None,
     n_items: int,
     ks=(10, 20),
     batch_size: int = 1024,

@@ -206,28 +206,28 @@ def train(
         if hasattr(model, "refresh_attention"):
             model.refresh_attention()
         perm = torch.randperm(len(train_u), generator=gen)
+        epoch_u, epoch_p = train_u[perm], train_i[perm]
+        epoch_n = sample_negatives(epoch_u, data.n_items, keys, gen)  # one vectorized draw per epoch
         total = 0.0
         for s in range(0, len(perm), config.batch_size):
-            b = perm[s: s + config.batch_size]
-            u, p = train_u[b], train_i[b]
-            n = sample_negatives(u, data.n_items, keys, gen)
-            u, p, n = u.to(device), p.to(device), n.to(device)
+            b = slice(s, s + config.batch_size)
+            u, p, n = epoch_u[b].to(device), epoch_p[b].to(device), epoch_n[b].to(device)
             p, n = p + data.n_users, n + data.n_users  # node index: users first, then items
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                 out = model()
                 eu, ep, en = out.index_select(0, u), out.index_select(0, p), out.index_select(0, n)
                 loss = -torch.nn.functional.logsigmoid((eu * ep).sum(-1) - (eu * en).sum(-1)).mean()
-                reg = model.ego(torch.cat([u, p, n])).pow(2).sum() / (2 * len(b))
+                reg = model.ego(torch.cat([u, p, n])).pow(2).sum() / (2 * len(u))
                 loss = loss + config.reg_weight * reg
                 if config.kg_loss_weight > 0 and hasattr(model, "kg_loss") and len(kg[0]):
-                    k = torch.randint(0, len(kg[0]), (len(b),), generator=gen)
-                    neg_t = torch.randint(0, n_nodes, (len(b),), generator=gen)
+                    k = torch.randint(0, len(kg[0]), (len(u),), generator=gen)
+                    neg_t = torch.randint(0, n_nodes, (len(u),), generator=gen)
                     loss = loss + config.kg_loss_weight * model.kg_loss(
                         kg[0][k].to(device), kg[1][k].to(device), kg[2][k].to(device), neg_t.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(b)
+            total += float(loss.detach()) * len(u)
         train_s = time.perf_counter() - t0
         epoch_times.append(train_s)
         record = {"epoch": epoch, "loss": total / len(perm), "epoch_seconds": train_s}
@@ -274,7 +274,6 @@ def save_weights(path: str | Path, result: TrainResult, data) -> str:
     returns the file's SHA-256."""
     import hashlib
 
-    import torch
 
     path = Path(path)
     payload = {

@@ -8,7 +8,12 @@ import numpy as np
 import pandas as pd
 
 from recsys_dagster.core import warehouse as wh
-from recsys_dagster.defs.resources import WAREHOUSE_POOL, ComputeResource, TextEncoderResource, WarehouseResource
+from recsys_dagster.defs.resources import (
+    WAREHOUSE_POOL,
+    ComputeResource,
+    TextEncoderResource,
+    WarehouseResource,
+)
 
 GROUP = "embeddings"
 

@@ -49,7 +49,12 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
     from recsys_dagster.core.explain import item_entity_lists
     from recsys_dagster.core.gnn_data import implicit_interactions
     from recsys_dagster.core.plots import bar_plot_png
-    from recsys_dagster.core.splits import cold_item_split, random_split, temporal_cutoffs, temporal_split
+    from recsys_dagster.core.splits import (
+        cold_item_split,
+        random_split,
+        temporal_cutoffs,
+        temporal_split,
+    )
     from recsys_dagster.core.train import TrainConfig, load_weights
     from recsys_dagster.core.training_data import data_for_split, read_tables
     from recsys_dagster.defs.embeddings import _png_md

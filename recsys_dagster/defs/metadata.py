@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+
 def preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     head = frame.head(rows).copy()
     for c in head.columns:

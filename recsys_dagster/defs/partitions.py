@@ -6,6 +6,7 @@ import dagster as dg
 
 from recsys_dagster.core.datasets.base import Span
 
+
 def daily_partitions(span: Span) -> dg.DailyPartitionsDefinition:
     # end_date is exclusive in Dagster; the span is inclusive
     return dg.DailyPartitionsDefinition(

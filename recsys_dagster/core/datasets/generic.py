@@ -26,7 +26,12 @@ import pandas as pd
 
 from recsys_dagster.core.datasets.base import Dataset, ExternalKG
 from recsys_dagster.core.datasets.errors import DatasetError
-from recsys_dagster.core.datasets.metadata import finalize_items, finalize_users, id_problem, year_from_title
+from recsys_dagster.core.datasets.metadata import (
+    finalize_items,
+    finalize_users,
+    id_problem,
+    year_from_title,
+)
 from recsys_dagster.core.datasets.reader import read_delimited
 
 ITEM_KNOWN = {"item_id", "title", "description", "genres", "year", "tags"}

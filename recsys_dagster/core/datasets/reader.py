@@ -8,7 +8,6 @@ is dropped here; cleaning decides what is usable.
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 
 import pandas as pd
