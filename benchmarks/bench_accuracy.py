@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -24,29 +23,18 @@ def main() -> None:
     parser.add_argument("--ablation-seeds", type=int, default=1, help="run the ablations on the first N seeds")
     parser.add_argument("--max-epochs", type=int, default=300)
     args = parser.parse_args()
-    from recsys_dagster.core.evaluation import ROW_COLUMNS, EvalConfig, run_protocol
-    from recsys_dagster.core.explain import item_entity_lists
-    from recsys_dagster.core.gnn_data import implicit_interactions
-    from recsys_dagster.core.splits import cold_item_split, random_split
+    from recsys_dagster.core.evaluation import ROW_COLUMNS, EvalConfig, evaluate_protocols
     from recsys_dagster.core.train import TrainConfig
-    from recsys_dagster.core.training_data import data_for_split
 
     tables = warehouse_tables()
-    positives = implicit_interactions(tables.interactions)
     rows, timings = [], {}
     for n, seed in enumerate(args.seeds):
         t0 = time.perf_counter()
         cfg = TrainConfig(seed=seed, split_seed=seed, device="cpu", max_epochs=args.max_epochs)
-        ev = EvalConfig(train=cfg, baseline_max_epochs=args.max_epochs, ablations=n < args.ablation_seeds)
-        data = data_for_split(tables, random_split(positives, seed=seed), cfg)
-        res = run_protocol("A", data, ev)
+        ev = EvalConfig(train=cfg, baseline_max_epochs=args.max_epochs, ablations=n < args.ablation_seeds,
+                        protocols=("A", "cold_item"))
+        res = evaluate_protocols(tables, ev)
         rows += [(*r, seed) for r in res.rows]
-        split, _ = cold_item_split(positives, seed=seed)
-        data_c = data_for_split(tables, split, cfg)
-        ents = item_entity_lists(data_c.n_items, {i: k for k, i in enumerate(data_c.item_ids)},
-                                 tables.entities, tables.relations, tables.triples)
-        res_c = run_protocol("cold_item", data_c, replace(ev, ablations=False), item_entities=ents)
-        rows += [(*r, seed) for r in res_c.rows]
         timings[seed] = {"seconds": time.perf_counter() - t0, "fusion": res.fusion, **res.seconds}
     frame = pd.DataFrame(rows, columns=[*ROW_COLUMNS, "seed"])
     table = []

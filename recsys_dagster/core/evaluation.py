@@ -178,3 +178,48 @@ def _rebuild(data, use_kg: bool = True, use_text: bool = True):
     if not use_text:
         sub = replace(sub, item_text=None, user_text=None)
     return sub
+
+
+def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=print) -> ProtocolResult:
+    """Every protocol in ``config.protocols`` on the warehouse ``tables``.
+
+    ``main_model_for(data)`` may return an already trained main model for protocol A (the
+    ``gnn_model`` weights, same split); otherwise the main model is trained here. Step
+    timings are prefixed by protocol (``A_train_lightgcn``).
+    """
+    from recsys_dagster.core.explain import item_entity_lists
+    from recsys_dagster.core.gnn_data import implicit_interactions
+    from recsys_dagster.core.splits import (
+        cold_item_split,
+        random_split,
+        temporal_cutoffs,
+        temporal_split,
+    )
+    from recsys_dagster.core.training_data import data_for_split
+
+    cfg = config.train
+    positives = implicit_interactions(tables.interactions, cfg.min_rating)
+    total = ProtocolResult()
+
+    def collect(prefix: str, res: ProtocolResult) -> None:
+        total.rows += res.rows
+        total.seconds.update({f"{prefix}_{k}": v for k, v in res.seconds.items()})
+        total.fusion = total.fusion or res.fusion
+
+    if "A" in config.protocols:
+        data = data_for_split(tables, random_split(positives, seed=cfg.split_seed), cfg)
+        main = main_model_for(data) if main_model_for is not None else None
+        collect("A", run_protocol("A", data, config, main_model=main, log=log))
+    if "B" in config.protocols:
+        split = temporal_split(positives, *temporal_cutoffs(positives, config.temporal_train_share))
+        if len(split.valid) and len(split.test):
+            collect("B", run_protocol("B", data_for_split(tables, split, cfg), config, log=log))
+        else:
+            log("protocol B skipped: the temporal split leaves no validation or test interactions")
+    if "cold_item" in config.protocols:
+        split, _ = cold_item_split(positives, seed=cfg.split_seed)
+        data = data_for_split(tables, split, cfg)
+        ents = item_entity_lists(data.n_items, {i: n for n, i in enumerate(data.item_ids)},
+                                 tables.entities, tables.relations, tables.triples)
+        collect("cold", run_protocol("cold_item", data, replace(config, ablations=False), item_entities=ents, log=log))
+    return total

@@ -130,17 +130,12 @@ def top_k(score_fn, users: np.ndarray, exclude_csr, n_items: int, k: int = 20, b
     """``(items (U, k), scores (U, k))`` with excluded items masked; batched ``torch.topk``."""
     import torch
 
-    from recsys_dagster.core.metrics import _gather_rows
+    from recsys_dagster.core.metrics import masked_scores
 
     all_items, all_scores = [], []
     for s in range(0, len(users), batch_size):
-        batch = users[s: s + batch_size]
-        ub = torch.as_tensor(batch, device=device)
         with torch.no_grad():
-            scores = score_fn(ub).float()
-            if exclude_csr is not None:
-                rows, cols = _gather_rows(exclude_csr, batch)
-                scores[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] = -torch.inf
+            scores = masked_scores(score_fn, users[s: s + batch_size], exclude_csr, device)
             top = torch.topk(scores, k=min(k, n_items), dim=1)
         all_items.append(top.indices.cpu().numpy())
         all_scores.append(top.values.cpu().numpy())

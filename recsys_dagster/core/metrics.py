@@ -73,12 +73,8 @@ def full_ranking(
     sums = {}
     for start in range(0, len(users), batch_size):
         batch = users[start:start + batch_size]
-        ub = torch.as_tensor(batch, device=device)
         with torch.no_grad():
-            scores = score_fn(ub).float()
-            if exclude is not None:
-                rows, cols = _gather_rows(exclude, batch)
-                scores[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] = -torch.inf
+            scores = masked_scores(score_fn, batch, exclude, device)
             top = torch.topk(scores, k=min(max_k, n_items), dim=1).indices
             truth_mask = torch.zeros_like(scores, dtype=torch.bool)
             rows, cols = _gather_rows(truth, batch)
@@ -99,6 +95,17 @@ def full_ranking(
 
         return means, users, {k: torch.cat(v).numpy() for k, v in per_user.items()}
     return means
+
+
+def masked_scores(score_fn, batch: np.ndarray, exclude, device: str = "cpu"):
+    """``score_fn`` on a batch of user indices, with the ``exclude`` CSR items set to -inf."""
+    import torch
+
+    scores = score_fn(torch.as_tensor(batch, device=device)).float()
+    if exclude is not None:
+        rows, cols = _gather_rows(exclude, batch)
+        scores[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] = -torch.inf
+    return scores
 
 
 def _gather_rows(csr, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

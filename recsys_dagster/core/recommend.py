@@ -30,6 +30,19 @@ def explain_context(scorer: FusedScorer, titles: np.ndarray, item_entities) -> E
     return ExplainContext(np.asarray(titles, dtype=object), vec.numpy(), text, item_entities)
 
 
+def history_positive(positives: pd.DataFrame, data) -> tuple[np.ndarray, bool]:
+    """For each entry of ``data.train_csr``: does it count as "rated highly" (top quarter of
+    the observed rating range)? Returns ``(flags, explicit)``; with constant ratings
+    (implicit feedback) every flag is False and ``explicit`` is False."""
+    lo, hi = float(positives["rating"].min()), float(positives["rating"].max())
+    ptr, idx = data.train_csr
+    if not hi > lo:
+        return np.zeros(len(idx), dtype=bool), False
+    ratings = positives.set_index(["user_id", "item_id"])["rating"]
+    keys = pd.MultiIndex.from_arrays([np.repeat(data.user_ids, np.diff(ptr)), data.item_ids[idx]])
+    return ratings.reindex(keys).to_numpy() >= lo + 0.75 * (hi - lo), True
+
+
 def recommend_all(scorer: FusedScorer, data, ctx: ExplainContext, positive: np.ndarray, k: int = 20,
                   model_version: str = "", generated_at=None, batch_size: int = 1024) -> pd.DataFrame:
     """Top-``k`` unseen items for every user with reasons. ``positive`` is aligned with

@@ -2,7 +2,7 @@
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -45,55 +45,26 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
     more than 5% from the previous evaluation."""
     import torch
 
-    from recsys_dagster.core.evaluation import ROW_COLUMNS, EvalConfig, run_protocol
-    from recsys_dagster.core.explain import item_entity_lists
-    from recsys_dagster.core.gnn_data import implicit_interactions
+    from recsys_dagster.core.evaluation import ROW_COLUMNS, EvalConfig, evaluate_protocols
     from recsys_dagster.core.plots import bar_plot_png
-    from recsys_dagster.core.splits import (
-        cold_item_split,
-        random_split,
-        temporal_cutoffs,
-        temporal_split,
-    )
     from recsys_dagster.core.train import TrainConfig, load_weights
-    from recsys_dagster.core.training_data import data_for_split, read_tables
+    from recsys_dagster.core.training_data import read_tables
     from recsys_dagster.defs.embeddings import _png_md
 
     t0 = time.perf_counter()
-    home = str(Path(warehouse.database).parent)
-    weights = latest_weights(home)
+    weights = latest_weights(str(Path(warehouse.database).parent))
     if weights is None:
         raise dg.Failure("evaluation_metrics needs a trained gnn_model: materialize it first")
-    payload = torch.load(weights, map_location="cpu", weights_only=True)
-    train_cfg = TrainConfig.from_dict(payload["config"])
-    train_cfg = TrainConfig.from_dict({**asdict(train_cfg), "device": "cpu" if not torch.cuda.is_available() else train_cfg.device})
+    saved = TrainConfig.from_dict(torch.load(weights, map_location="cpu", weights_only=True)["config"])
+    train_cfg = replace(saved, device=saved.device if torch.cuda.is_available() else "cpu")
     with warehouse.get_connection() as conn:
         tables = read_tables(conn)
-    positives = implicit_interactions(tables.interactions, train_cfg.min_rating)
     eval_cfg = EvalConfig(train=train_cfg, baseline_max_epochs=config.baseline_max_epochs,
                           cold_user_share=config.cold_user_share, protocols=tuple(config.protocols),
                           ablations=config.ablations)
-    rows, fusion, seconds = [], {}, {}
-    if "A" in config.protocols:
-        data = data_for_split(tables, random_split(positives, seed=train_cfg.split_seed), train_cfg)
-        main, _ = load_weights(weights, data, train_cfg.device)
-        res = run_protocol("A", data, eval_cfg, main_model=main, log=context.log.info)
-        rows += res.rows
-        fusion, seconds = res.fusion, {**seconds, **{f"A_{k}": v for k, v in res.seconds.items()}}
-    if "B" in config.protocols:
-        split = temporal_split(positives, *temporal_cutoffs(positives, eval_cfg.temporal_train_share))
-        if len(split.valid) and len(split.test):
-            res = run_protocol("B", data_for_split(tables, split, train_cfg), eval_cfg, log=context.log.info)
-            rows += res.rows
-            seconds.update({f"B_{k}": v for k, v in res.seconds.items()})
-    if "cold_item" in config.protocols:
-        split, _ = cold_item_split(positives, seed=train_cfg.split_seed)
-        data_c = data_for_split(tables, split, train_cfg)
-        ents = item_entity_lists(data_c.n_items, {i: n for n, i in enumerate(data_c.item_ids)},
-                                 tables.entities, tables.relations, tables.triples)
-        res = run_protocol("cold_item", data_c, eval_cfg, item_entities=ents, log=context.log.info)
-        rows += res.rows
-        seconds.update({f"cold_{k}": v for k, v in res.seconds.items()})
+    result = evaluate_protocols(tables, eval_cfg, lambda data: load_weights(weights, data, train_cfg.device)[0],
+                                log=context.log.info)
+    rows, fusion, seconds = result.rows, result.fusion, result.seconds
 
     version = weights.parent.name
     if fusion:

@@ -5,8 +5,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 from pydantic import Field
 
 from recsys_dagster.core import warehouse as wh
@@ -59,7 +57,7 @@ def fused_recommendations(context: dg.AssetExecutionContext, config: Recommendat
     entity, most similar history item, or similar description). Published only after the
     evaluation gate passes; rewriting a model version replaces its rows."""
     from recsys_dagster.core.explain import item_entity_lists
-    from recsys_dagster.core.recommend import explain_context, recommend_all
+    from recsys_dagster.core.recommend import explain_context, history_positive, recommend_all
     from recsys_dagster.core.training_data import read_tables
 
     t0 = time.perf_counter()
@@ -74,13 +72,8 @@ def fused_recommendations(context: dg.AssetExecutionContext, config: Recommendat
     item_pos = {i: n for n, i in enumerate(data.item_ids)}
     ctx = explain_context(scorer, titles.reindex(data.item_ids).fillna("").to_numpy(),
                           item_entity_lists(data.n_items, item_pos, tables.entities, tables.relations, tables.triples))
-    ratings = positives.set_index(["user_id", "item_id"])["rating"]
-    lo, hi = float(positives["rating"].min()), float(positives["rating"].max())
-    keys = pd.MultiIndex.from_arrays([np.repeat(data.user_ids, np.diff(data.train_csr[0])), data.item_ids[data.train_csr[1]]])
-    if hi > lo:
-        positive = ratings.reindex(keys).to_numpy() >= lo + 0.75 * (hi - lo)
-    else:
-        positive = np.zeros(len(keys), dtype=bool)
+    positive, explicit = history_positive(positives, data)
+    if not explicit:
         ctx.verb_other = "interacted with"
     version = weights.parent.name
     recs = recommend_all(scorer, data, ctx, positive, config.k, version)
