@@ -10,7 +10,7 @@ export DAGSTER_HOME := $(CURDIR)
 DAGSTER := $(BIN)/dagster
 MODULE := -m recsys_dagster.definitions
 
-.PHONY: venv demo warehouse test lint dev clean bench
+.PHONY: venv demo warehouse rebuild refresh replay pools test lint dev clean bench
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,26 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 ## Materialize every asset on the default dataset (RECSYS_DATASET, RECSYS_DATA_DIR) and print a summary.
-demo: warehouse
-	$(DAGSTER) asset materialize $(MODULE) --select 'user_behavior_embeddings,gnn_model,evaluation_metrics,fused_recommendations'
+demo: rebuild
 	$(BIN)/python -m recsys_dagster.cli summary
+
+## The full_rebuild job over every partition, in one run (what the UI's job backfill does).
+rebuild: venv pools
+	$(DAGSTER) job execute $(MODULE) -j full_rebuild --tags "$$($(BIN)/python -m recsys_dagster.cli span --tags)"
+
+## The daily_refresh job for one day: make refresh DAY=1998-04-22 (default: the last partition).
+refresh: venv pools
+	$(DAGSTER) job execute $(MODULE) -j daily_refresh --tags "$$($(BIN)/python -m recsys_dagster.cli span --tags --day '$(DAY)')"
+
+## Replay mode: drop the next DAYS event days of the dataset into data/landing/ (RECSYS_SOURCE=landing reads them).
+DAYS ?= 1
+replay: venv
+	$(BIN)/python -m recsys_dagster.cli replay --days $(DAYS)
+
+## Concurrency pools: `gpu` = number of visible GPUs (1 on CPU-only machines); others default to 1 (dagster.yaml).
+pools: venv
+	mkdir -p data/dagster
+	$(DAGSTER) instance concurrency set gpu "$$($(BIN)/python -c 'import torch; print(max(1, torch.cuda.device_count()))')" >/dev/null
 
 ## Ingestion, knowledge graph and item text embeddings (what the benchmarks read).
 warehouse: venv
@@ -50,8 +67,7 @@ lint: venv
 	$(BIN)/ruff check recsys_dagster tests benchmarks
 
 ## Start the Dagster UI on http://127.0.0.1:3000
-dev: venv
-	mkdir -p data/dagster
+dev: venv pools
 	$(DAGSTER) dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:

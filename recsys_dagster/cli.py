@@ -1,4 +1,4 @@
-"""Small command-line helpers used by the Makefile: ``python -m recsys_dagster.cli span|summary``."""
+"""Command-line helpers: ``python -m recsys_dagster.cli span|summary|replay``."""
 
 import argparse
 import sys
@@ -14,10 +14,26 @@ def _dataset():
                         verify_checksums=s.verify_checksums, snapshot_date=s.snapshot_date)
 
 
-def span() -> None:
-    """Print the partition range of the configured dataset as ``START...END``."""
-    sp = _dataset().span()
-    print(f"{sp.start.isoformat()}...{sp.end.isoformat()}")
+def span(tags: bool = False, day: str | None = None) -> None:
+    """Print the partition range as ``START...END`` or, with ``tags``, as the JSON run tags of
+    a single-run job over it (``day``: that one partition; empty: the last one)."""
+    import json
+
+    from recsys_dagster.defs.partitions import daily_partitions
+
+    s = load_settings()
+    parts = daily_partitions(_dataset().span(), s.partitions_end)
+    first, last = parts.get_first_partition_key(), parts.get_last_partition_key()
+    if not tags:
+        print(f"{first}...{last}")
+        return
+    if day is not None:
+        key = day or last
+        if not parts.has_partition_key(key):
+            raise SystemExit(f"no partition {key!r}: partitions run {first}...{last}")
+        print(json.dumps({"dagster/partition": key}))
+        return
+    print(json.dumps({"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}))
 
 
 SUMMARY_TABLES = [
@@ -48,11 +64,55 @@ def summary() -> None:
     conn.close()
 
 
+def replay(days: int = 1, day: str | None = None, reset: bool = False) -> list[str]:
+    """Drop the next ``days`` event days (or exactly ``day``) of the dataset into the
+    landing folder, as if they had just arrived. Returns the landed files."""
+    import datetime as dt
+    import shutil
+    from pathlib import Path
+
+    from recsys_dagster.core import landing
+
+    s = load_settings()
+    dataset = _dataset()
+    if reset and Path(s.landing).is_dir():
+        shutil.rmtree(s.landing)
+        print(f"emptied {s.landing}")
+    rows = landing.replay_days(dataset)
+    targets = [dt.date.fromisoformat(day)] if day else landing.next_days(dataset, s.landing, days, rows)
+    landed = []
+    for d in targets:
+        path = landing.land_day(dataset, s.landing, d, rows)
+        if path is None:
+            print(f"{d}: no events in {dataset.name}; nothing landed")
+            continue
+        print(f"{d}: landed {len(rows[d]):,} events -> {path}")
+        landed.append(str(path))
+    if not targets:
+        print(f"nothing left to replay: every event day of {dataset.name} is in {s.landing}")
+    if s.source != "landing":
+        print("note: ingestion reads landed files only with RECSYS_SOURCE=landing", file=sys.stderr)
+    return landed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recsys_dagster.cli")
-    parser.add_argument("command", choices=["span", "summary"])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sp = sub.add_parser("span", help="print the partition range START...END of the configured dataset")
+    sp.add_argument("--tags", action="store_true", help="print Dagster run tags (JSON) for a job over the range")
+    sp.add_argument("--day", help="with --tags: one partition instead of the range ('' = the last one)")
+    sub.add_parser("summary", help="row counts of every warehouse table")
+    rp = sub.add_parser("replay", help="drop the next day(s) of the dataset into the landing folder")
+    rp.add_argument("--days", type=int, default=1, help="how many event days to land (default 1)")
+    rp.add_argument("--day", help="land exactly this day (YYYY-MM-DD)")
+    rp.add_argument("--reset", action="store_true", help="empty the landing folder first")
     args = parser.parse_args(argv)
-    {"span": span, "summary": summary}[args.command]()
+    if args.command == "replay":
+        replay(args.days, args.day, args.reset)
+    elif args.command == "span":
+        span(args.tags, args.day)
+    else:
+        summary()
     return 0
 
 

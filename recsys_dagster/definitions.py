@@ -21,6 +21,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     from recsys_dagster.defs.evaluation import evaluation_metrics, fused_model_quality_gate
     from recsys_dagster.defs.ingestion import build_ingestion_assets, items, users
+    from recsys_dagster.defs.jobs import build_jobs
     from recsys_dagster.defs.knowledge_graph import KG_CHECKS, knowledge_graph
     from recsys_dagster.defs.mlflow_resource import MLflowResource
     from recsys_dagster.defs.partitions import daily_partitions
@@ -31,6 +32,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         TextEncoderResource,
         WarehouseResource,
     )
+    from recsys_dagster.defs.schedules import build_refresh_schedule
+    from recsys_dagster.defs.sensors import build_failure_sensor, build_landing_sensor
     from recsys_dagster.defs.training import gnn_model
 
     dataset = DatasetResource.from_settings(settings)
@@ -38,13 +41,20 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         settings.dataset, mirror_dir=settings.data_dir, download_dir=settings.download_dir,
         verify_checksums=settings.verify_checksums, snapshot_date=settings.snapshot_date,
     ).span()
-    partitions_def = daily_partitions(span)
+    partitions_def = daily_partitions(span, settings.partitions_end)
+    jobs = build_jobs(partitions_def)
     assets = [items, users, *build_ingestion_assets(partitions_def), knowledge_graph,
               item_text_embeddings, user_behavior_embeddings, gnn_model, evaluation_metrics, fused_recommendations]
     return dg.Definitions(
         assets=assets,
         asset_checks=[*INGESTION_CHECKS, *KG_CHECKS, *EMBEDDING_CHECKS, fused_model_quality_gate,
                       recommendations_are_valid],
+        jobs=list(jobs.values()),
+        schedules=[build_refresh_schedule(jobs["daily_refresh"], partitions_def, settings.refresh_cron,
+                                          settings.timezone, settings.source, settings.landing)],
+        sensors=[build_landing_sensor(jobs["ingest_interactions"], partitions_def, settings.source,
+                                      settings.landing, settings.sensor_interval_s),
+                 build_failure_sensor(settings.home)],
         resources={
             "dataset": dataset,
             "warehouse": WarehouseResource(database=settings.warehouse),

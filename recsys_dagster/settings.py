@@ -16,14 +16,26 @@ variable                    meaning                                          def
 ``RECSYS_DEVICE``           ``auto`` (CUDA when available), ``cpu``, ``cuda`` ``auto``
 ``RECSYS_TEXT_MODEL``       sentence-transformers model name or local path   ``all-MiniLM-L6-v2``
 ``MLFLOW_TRACKING_URI``     MLflow tracking server or store                  ``sqlite:///$RECSYS_HOME/mlflow.db``
+``RECSYS_SOURCE``           where raw interactions come from: ``dataset``    ``dataset``
+                            (the source files) or ``landing`` (day folders)
+``RECSYS_LANDING_DIR``      landing folder (``YYYY-MM-DD/`` sub-folders)     ``$RECSYS_HOME/landing``
+``RECSYS_PARTITIONS_END``   last daily partition: ``span`` (dataset's last   ``span``
+                            day), ``open`` (through today) or a date
+``RECSYS_REFRESH_CRON``     cron of the ``daily_refresh`` schedule           ``0 3 * * *``
+``RECSYS_TIMEZONE``         timezone of that cron (IANA name)                ``UTC``
+``RECSYS_SENSOR_INTERVAL``  seconds between landing-sensor evaluations       ``30``
 ==========================  ===============================================  ==========================
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+SOURCES = ("dataset", "landing")
 
 
 @dataclass(frozen=True)
@@ -37,10 +49,33 @@ class Settings:
     device: str = "auto"
     text_model: str = "all-MiniLM-L6-v2"
     mlflow_tracking_uri: str | None = None
+    source: str = "dataset"
+    landing_dir: str | None = None
+    partitions_end: str = "span"
+    refresh_cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+    sensor_interval_s: int = 30
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"RECSYS_SOURCE={self.source!r}: expected one of {list(SOURCES)}")
+        if self.partitions_end not in ("span", "open"):
+            try:
+                dt.date.fromisoformat(self.partitions_end)
+            except ValueError:
+                raise ValueError(f"RECSYS_PARTITIONS_END={self.partitions_end!r}: expected span, open or YYYY-MM-DD") from None
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"RECSYS_TIMEZONE={self.timezone!r}: not an IANA timezone name (e.g. UTC, Europe/Berlin)") from None
 
     @property
     def download_dir(self) -> str:
         return str(Path(self.home) / "downloads")
+
+    @property
+    def landing(self) -> str:
+        return self.landing_dir or str(Path(self.home) / "landing")
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -56,4 +91,20 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         device=env.get("RECSYS_DEVICE") or "auto",
         text_model=env.get("RECSYS_TEXT_MODEL") or "all-MiniLM-L6-v2",
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
+        source=(env.get("RECSYS_SOURCE") or "dataset").strip().lower(),
+        landing_dir=env.get("RECSYS_LANDING_DIR") or None,
+        partitions_end=(env.get("RECSYS_PARTITIONS_END") or "span").strip().lower(),
+        refresh_cron=env.get("RECSYS_REFRESH_CRON") or "0 3 * * *",
+        timezone=env.get("RECSYS_TIMEZONE") or "UTC",
+        sensor_interval_s=_int(env, "RECSYS_SENSOR_INTERVAL", 30),
     )
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected an integer") from None

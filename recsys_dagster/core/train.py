@@ -44,6 +44,7 @@ class TrainConfig:
     min_rating: float | None = None  # None: every interaction is a positive (protocol A)
     split_seed: int = 2020
     max_seconds: float | None = None  # wall-clock cap; stops like early stopping
+    window_days: int | None = None  # train on the last N days of interactions only (None: all)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:

@@ -22,13 +22,18 @@ class WarehouseTables:
     item_text: tuple | None
 
 
-def read_tables(conn, until: str | None = None) -> WarehouseTables:
-    """Interactions (optionally only ``event_date <= until``), ids, KG and item text."""
-    if until is None:
-        inter = conn.execute("SELECT user_id, item_id, ts, rating FROM cleaned_interactions").df()
-    else:
-        inter = conn.execute("SELECT user_id, item_id, ts, rating FROM cleaned_interactions WHERE event_date <= ?",
-                             [until]).df()
+def read_tables(conn, until: str | None = None, window_days: int | None = None) -> WarehouseTables:
+    """Interactions (optionally only ``event_date <= until``, and only the last
+    ``window_days`` days up to the latest partition with data), ids, KG and item text."""
+    where, params = [], []
+    if until is not None:
+        where.append("event_date <= ?")
+        params.append(until)
+    if window_days:
+        where.append("event_date > (SELECT max(event_date) FROM cleaned_interactions) - CAST(? AS INTEGER)")
+        params.append(int(window_days))
+    sql = "SELECT user_id, item_id, ts, rating FROM cleaned_interactions"
+    inter = conn.execute(sql + (" WHERE " + " AND ".join(where) if where else ""), params).df()
     users = [r[0] for r in conn.execute("SELECT user_id FROM users").fetchall()]
     items = [r[0] for r in conn.execute("SELECT item_id FROM items").fetchall()]
     text = None
@@ -55,7 +60,7 @@ def load_training_data(warehouse: str, config) -> TrainData:
 
     conn = duckdb.connect(warehouse, read_only=True)
     try:
-        tables = read_tables(conn)
+        tables = read_tables(conn, window_days=getattr(config, "window_days", None))
     finally:
         conn.close()
     return data_for_split(tables, make_split(tables, config), config)

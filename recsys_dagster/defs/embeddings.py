@@ -85,7 +85,8 @@ def item_text_embeddings(
 
 
 @dg.asset(group_name=GROUP, kinds={"pytorch", "duckdb"}, pool=WAREHOUSE_POOL,
-          deps=[item_text_embeddings, "cleaned_interactions", "users"])
+          deps=[item_text_embeddings, dg.AssetDep("cleaned_interactions", partition_mapping=dg.AllPartitionMapping()),
+                "users"])
 def user_behavior_embeddings(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, text_encoder: TextEncoderResource,
     compute: ComputeResource,

@@ -21,6 +21,8 @@ TABLE_SQL = ("run_id VARCHAR, model_version VARCHAR, protocol VARCHAR, model VAR
 class EvaluationConfig(dg.Config):
     protocols: list[str] = Field(default=["A", "B", "cold_item"], description="A (RecBole 8:1:1), B (temporal), cold_item")
     ablations: bool = Field(default=True, description="main model without KG / without text / without both (protocol A)")
+    trained_baselines: list[str] = Field(default=["mf", "lightgcn"], description="collaborative baselines trained "
+                                         "in the run (mf, lightgcn); Pop, ItemKNN and text kNN always run")
     baseline_max_epochs: int = Field(default=100, description="epoch cap for every model trained inside the evaluation")
     cold_user_share: float = Field(default=0.2, description="share of test users (fewest train interactions) in the cold_users slice")
 
@@ -58,10 +60,10 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
     saved = TrainConfig.from_dict(torch.load(weights, map_location="cpu", weights_only=True)["config"])
     train_cfg = replace(saved, device=saved.device if torch.cuda.is_available() else "cpu")
     with warehouse.get_connection() as conn:
-        tables = read_tables(conn)
+        tables = read_tables(conn, window_days=train_cfg.window_days)
     eval_cfg = EvalConfig(train=train_cfg, baseline_max_epochs=config.baseline_max_epochs,
                           cold_user_share=config.cold_user_share, protocols=tuple(config.protocols),
-                          ablations=config.ablations)
+                          ablations=config.ablations, trained_baselines=tuple(config.trained_baselines))
     result = evaluate_protocols(tables, eval_cfg, lambda data: load_weights(weights, data, train_cfg.device)[0],
                                 log=context.log.info)
     rows, fusion, seconds = result.rows, result.fusion, result.seconds

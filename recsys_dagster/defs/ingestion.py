@@ -59,20 +59,24 @@ def build_ingestion_assets(partitions_def: dg.PartitionsDefinition) -> list:
         context: dg.AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         """Every line of the interaction source whose event day falls in the partition, kept
-        as text (malformed lines too). Rows with an unusable timestamp land in the dataset's
-        last day, where cleaning quarantines them. Single-run backfills: one file scan and
-        one delete+insert for the whole range."""
+        as text (malformed lines too). Reads the dataset's files (rows with an unusable
+        timestamp land in the dataset's last day, where cleaning quarantines them) or, with
+        ``RECSYS_SOURCE=landing``, the files landed under ``landing/<day>/``. Single-run
+        backfills: one file scan and one delete+insert for the whole range."""
         t0 = time.perf_counter()
         start, end = partition_days(context)
-        raw = dataset.open().raw_interactions()
-        in_range = raw[(raw["event_date"] >= start) & (raw["event_date"] <= end)]
+        in_range = dataset.raw_interactions(start, end)
+        if dataset.source == "landing" and in_range.empty:
+            context.log.warning(f"no files landed for {start}..{end} in {dataset.landing_dir}: the partition is now empty")
         with warehouse.get_connection() as conn:
             wh.replace_partition(conn, {"raw_interactions": in_range}, start, end)
+        files = sorted(in_range["source_file"].unique().tolist()) if len(in_range) else []
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(in_range),
                 "days": (end - start).days + 1,
-                "source_rows_total": len(raw),
+                "source": dataset.source,
+                "source_files": ", ".join(files[:10]) + (f" (+{len(files) - 10} more)" if len(files) > 10 else ""),
                 "malformed_lines": int(in_range["parse_error"].notna().sum()),
                 "seconds": round(time.perf_counter() - t0, 3),
                 "preview": preview(in_range.drop(columns=["raw_line"])),

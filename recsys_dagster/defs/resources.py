@@ -45,6 +45,18 @@ class DatasetResource(dg.ConfigurableResource):
     download_dir: str = Field(default="data/downloads", description="Where downloads are cached")
     verify_checksums: bool = True
     snapshot_date: str | None = None
+    source: str = Field(default="dataset", description="dataset (the source files) or landing (day folders)")
+    landing_dir: str = Field(default="data/landing", description="landing folder with YYYY-MM-DD sub-folders")
+
+    def raw_interactions(self, start, end):
+        """Raw rows of event days ``start..end`` from the source files or the landing folder."""
+        dataset = self.open()
+        if self.source == "landing":
+            from recsys_dagster.core.landing import read_landed
+
+            return read_landed(dataset, self.landing_dir, start, end)
+        raw = dataset.raw_interactions()
+        return raw[(raw["event_date"] >= start) & (raw["event_date"] <= end)]
 
     def open(self):
         from recsys_dagster.core.datasets import open_dataset
@@ -65,6 +77,8 @@ class DatasetResource(dg.ConfigurableResource):
             download_dir=s.download_dir,
             verify_checksums=s.verify_checksums,
             snapshot_date=s.snapshot_date,
+            source=s.source,
+            landing_dir=s.landing,
         )
 
 

@@ -40,6 +40,8 @@ class TrainingConfig(dg.Config):
     use_kg: bool = True
     min_rating: float | None = None
     max_seconds: float | None = Field(default=None, description="wall-clock cap on training")
+    window_days: int | None = Field(default=None, description="train on the last N days of cleaned_interactions "
+                                    "(up to the latest partition); None: every partition")
     warm_start: bool = Field(default=False, description="start from the latest weights (daily refresh)")
 
     def to_train_config(self, device: str):
@@ -63,7 +65,8 @@ def latest_weights(home: str) -> Path | None:
 
 
 @dg.asset(group_name="training", kinds={"pytorch", "mlflow"}, pool=GPU_POOL,
-          deps=["cleaned_interactions", "knowledge_graph", "item_text_embeddings"])
+          deps=[dg.AssetDep("cleaned_interactions", partition_mapping=dg.AllPartitionMapping()),
+                "knowledge_graph", "item_text_embeddings"])
 def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: WarehouseResource,
               compute: ComputeResource, mlflow_tracking: MLflowResource) -> dg.MaterializeResult:
     """User and item embeddings from the main model (KGTextGNN: id + text projections,
@@ -82,7 +85,7 @@ def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehou
     home = str(Path(warehouse.database).parent)
     train_config = config.to_train_config(compute.resolve())
     with warehouse.get_connection() as conn:
-        tables = read_tables(conn)
+        tables = read_tables(conn, window_days=train_config.window_days)
     split = make_split(tables, train_config)
     data = data_for_split(tables, split, train_config)
     previous = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -37,18 +38,28 @@ class ExternalKG:
 class Dataset:
     """A source of interactions and metadata.
 
-    Subclasses implement :meth:`read_interactions_text` (one row per physical line, text
-    fields), :meth:`read_items`, :meth:`read_users` and optionally :meth:`external_kg`.
+    Subclasses implement :attr:`interactions_path` and :meth:`parse_interactions` (one row
+    per physical line of a file in the dataset's own interaction format, text fields),
+    :meth:`read_items`, :meth:`read_users` and optionally :meth:`external_kg`.
     ``rating_range`` is the inclusive valid range, or None for implicit feedback.
+    ``interactions_header`` says whether interaction files start with a header line (the
+    replay command copies it into every landed file).
     """
 
     name: str = "dataset"
     rating_range: tuple[float, float] | None = None
     has_timestamps: bool = True
     snapshot_date: dt.date | None = None
+    interactions_header: bool = True
 
     # -- to implement -------------------------------------------------------------------
-    def read_interactions_text(self) -> pd.DataFrame:
+    @property
+    def interactions_path(self) -> Path:
+        raise NotImplementedError
+
+    def parse_interactions(self, path: Path) -> pd.DataFrame:
+        """Columns ``source_file, source_row, user_id, item_id, rating, timestamp, raw_line,
+        parse_error`` (text) for every data line of ``path``."""
         raise NotImplementedError
 
     def read_items(self) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -67,6 +78,9 @@ class Dataset:
         return None
 
     # -- shared -------------------------------------------------------------------------
+    def read_interactions_text(self) -> pd.DataFrame:
+        return self.parse_interactions(self.interactions_path)
+
     def raw_interactions(self) -> pd.DataFrame:
         """All raw rows with their ``event_date`` partition (see :func:`assign_partitions`)."""
         raw = self.read_interactions_text()

@@ -71,12 +71,14 @@ class GenericFolder(Dataset):
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DatasetError(f"{path}: invalid JSON ({exc})") from exc
 
-    def read_interactions_text(self) -> pd.DataFrame:
-        raw = read_delimited(
-            self.folder / "interactions.csv", ["user_id", "item_id", "timestamp", "rating"], required=("user_id", "item_id")
-        )
+    @property
+    def interactions_path(self) -> Path:
+        return self.folder / "interactions.csv"
+
+    def parse_interactions(self, path: Path) -> pd.DataFrame:
+        raw = read_delimited(path, ["user_id", "item_id", "timestamp", "rating"], required=("user_id", "item_id"))
         if self.rating_column == "weight":
-            raw["rating"] = raw["weight"]
+            raw["rating"] = raw["weight"] if "weight" in raw.columns else None
         elif self.rating_column is None:
             raw["rating"] = "1"
         extra = [c for c in raw.columns if c not in {"user_id", "item_id", "timestamp", "rating"} | _BOOKKEEPING]

@@ -52,8 +52,14 @@ class MovieLens100K(_MovieLens):
     def known_span(self) -> Span:
         return Span(dt.date(1997, 9, 20), dt.date(1998, 4, 22))
 
-    def read_interactions_text(self) -> pd.DataFrame:
-        return read_delimited(self.folder / "u.data", INTERACTION_COLUMNS, sep="\t", header=False, quoting=False)
+    interactions_header = False
+
+    @property
+    def interactions_path(self) -> Path:
+        return self.folder / "u.data"
+
+    def parse_interactions(self, path: Path) -> pd.DataFrame:
+        return read_delimited(path, INTERACTION_COLUMNS, sep="\t", header=False, quoting=False)
 
     def read_items(self):
         genre_rows = read_delimited(self.folder / "u.genre", ["genre", "index"], sep="|", header=False, quoting=False)
@@ -111,8 +117,12 @@ class MovieLensLatestSmall(_MovieLens):
     def known_span(self) -> Span:
         return Span(dt.date(1996, 3, 29), dt.date(2018, 9, 24))
 
-    def read_interactions_text(self) -> pd.DataFrame:
-        raw = read_delimited(self.folder / "ratings.csv", ["userid", "movieid", "rating", "timestamp"],
+    @property
+    def interactions_path(self) -> Path:
+        return self.folder / "ratings.csv"
+
+    def parse_interactions(self, path: Path) -> pd.DataFrame:
+        raw = read_delimited(path, ["userid", "movieid", "rating", "timestamp"],
                              required=("userid", "movieid", "rating", "timestamp"))
         return raw.rename(columns={"userid": "user_id", "movieid": "item_id"})
 
