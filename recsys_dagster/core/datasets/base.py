@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from recsys_dagster.core.datasets.errors import DatasetError
 from recsys_dagster.core.datasets.timestamps import parse_timestamps
 
 #: Columns of ``raw_interactions`` besides ``event_date`` (all text: raw means raw).
@@ -84,6 +85,8 @@ class Dataset:
     def raw_interactions(self) -> pd.DataFrame:
         """All raw rows with their ``event_date`` partition (see :func:`assign_partitions`)."""
         raw = self.read_interactions_text()
+        if raw.empty:
+            raise DatasetError(f"{self.interactions_path}: no data rows (only a header or blank lines): nothing to ingest")
         if not self.has_timestamps:
             raw["timestamp"] = self.snapshot_date.isoformat() if self.snapshot_date else None
         raw["event_date"] = assign_partitions(raw["timestamp"], self.span())

@@ -87,13 +87,20 @@ def finalize_users(frame: pd.DataFrame, source_file: str) -> tuple[pd.DataFrame,
     return users[USER_COLUMNS].reset_index(drop=True), rejects
 
 
+def _shown(value) -> str | None:
+    """A field of a rejected row as text (lists and dicts included), capped at 200 chars."""
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, default=str)[:200]
+    return None if pd.isna(value) else str(value)[:200]
+
+
 def _rejects(frame: pd.DataFrame, reason: pd.Series, source_file: str) -> pd.DataFrame:
     bad = frame[reason.notna()]
     if bad.empty:
         return pd.DataFrame(columns=REJECT_COLUMNS)
     raw = bad["raw_line"] if "raw_line" in bad.columns else pd.Series(None, index=bad.index)
     shown = [
-        r if isinstance(r, str) else json.dumps({k: (None if pd.isna(v) else str(v)[:200]) for k, v in row.items()
+        r if isinstance(r, str) else json.dumps({k: _shown(v) for k, v in row.items()
                                                  if k not in ("raw_line", "parse_error", "source_row", "source_file")})
         for r, (_, row) in zip(raw, bad.iterrows(), strict=True)
     ]

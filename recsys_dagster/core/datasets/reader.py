@@ -14,6 +14,11 @@ import pandas as pd
 
 from recsys_dagster.core.datasets.errors import DatasetError
 
+#: The csv module refuses fields over 128 KiB by default; a huge title or description is
+#: read whole (metadata clips it and flags the row) instead of failing the line.
+MAX_FIELD_BYTES = 64 << 20
+csv.field_size_limit(MAX_FIELD_BYTES)
+
 
 def decode_line(raw: bytes, encoding: str) -> tuple[str, bool]:
     """Decode one line; returns (text, clean). Undecodable bytes become U+FFFD."""
