@@ -31,7 +31,9 @@ rebuild: venv pools
 
 ## The daily_refresh job for one day: make refresh DAY=1998-04-22 (default: the last partition).
 refresh: venv pools
-	$(DAGSTER) job execute $(MODULE) -j daily_refresh --tags "$$($(BIN)/python -m recsys_dagster.cli span --tags --day '$(DAY)')"
+	$(BIN)/python -m recsys_dagster.cli run-config daily_refresh > data/dagster/daily_refresh.json
+	$(DAGSTER) job execute $(MODULE) -j daily_refresh -c data/dagster/daily_refresh.json \
+		--tags "$$($(BIN)/python -m recsys_dagster.cli span --tags --day '$(DAY)')"
 
 ## Replay mode: drop the next DAYS event days of the dataset into data/landing/ (RECSYS_SOURCE=landing reads them).
 DAYS ?= 1
@@ -51,12 +53,16 @@ warehouse: venv
 		--partition-range "$$($(BIN)/python -m recsys_dagster.cli span)"
 	$(DAGSTER) asset materialize $(MODULE) --select 'knowledge_graph,item_text_embeddings'
 
-## Benchmarks (tables on stdout, JSON in benchmarks/results/).
+## Benchmarks: tables on stdout, JSON in benchmarks/results/, report in docs/BENCHMARKS.md (~30 min on 2 cores).
 bench: warehouse
+	$(BIN)/python -m benchmarks.bench_load_time
 	$(BIN)/python -m benchmarks.bench_text_encoder
 	$(BIN)/python -m benchmarks.bench_training --full
 	$(BIN)/python -m benchmarks.bench_ranking
 	$(BIN)/python -m benchmarks.bench_accuracy
+	$(BIN)/python -m benchmarks.bench_e2e
+	$(BIN)/python -m benchmarks.bench_growth
+	$(BIN)/python -m benchmarks.report
 
 ## Run the test suite (tests read real data from RECSYS_DATA_DIR, default ../shared/data).
 test: venv

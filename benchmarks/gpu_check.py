@@ -55,6 +55,8 @@ def check(bundle: str, model_dir: str, out: str) -> None:
     from recsys_dagster.core.train import TrainConfig, train
 
     assert torch.cuda.is_available(), "no CUDA device"
+    # our own bundle, written by --export from the same checkout (numpy arrays need pickle);
+    # model weights anywhere in recsys_dagster are loaded with weights_only=True
     payload = torch.load(bundle, weights_only=False)
     data = TrainData(**payload["data"])
     report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}

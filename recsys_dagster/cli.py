@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--tags", action="store_true", help="print Dagster run tags (JSON) for a job over the range")
     sp.add_argument("--day", help="with --tags: one partition instead of the range ('' = the last one)")
     sub.add_parser("summary", help="row counts of every warehouse table")
+    rc = sub.add_parser("run-config", help="print a job's run config as JSON (for `dagster job execute -c`)")
+    rc.add_argument("job", choices=["daily_refresh"])
     rp = sub.add_parser("replay", help="drop the next day(s) of the dataset into the landing folder")
     rp.add_argument("--days", type=int, default=1, help="how many event days to land (default 1)")
     rp.add_argument("--day", help="land exactly this day (YYYY-MM-DD)")
@@ -109,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "replay":
         replay(args.days, args.day, args.reset)
+    elif args.command == "run-config":
+        import json
+
+        from recsys_dagster.defs.jobs import DAILY_REFRESH_CONFIG
+
+        print(json.dumps(DAILY_REFRESH_CONFIG, indent=2))
     elif args.command == "span":
         span(args.tags, args.day)
     else:

@@ -6,6 +6,8 @@ Everything environment-specific comes from :mod:`recsys_dagster.settings`; heavy
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from recsys_dagster.settings import Settings, load_settings
@@ -60,7 +62,12 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "warehouse": WarehouseResource(database=settings.warehouse),
             "compute": ComputeResource(device=settings.device),
             "text_encoder": TextEncoderResource(model=settings.text_model),
-            "mlflow_tracking": MLflowResource(home=settings.home, tracking_uri=settings.mlflow_tracking_uri),
+            # EnvVar: the UI's resource panel shows the variable's name, never a URI with credentials
+            "mlflow_tracking": MLflowResource(
+                home=settings.home,
+                tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI")
+                if settings.mlflow_tracking_uri and settings.mlflow_tracking_uri == os.environ.get("MLFLOW_TRACKING_URI")
+                else settings.mlflow_tracking_uri),
         },
     )
 

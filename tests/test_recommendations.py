@@ -29,7 +29,7 @@ def pipeline(tmp_path_factory):
     run_assets(defs, "knowledge_graph,item_text_embeddings,user_behavior_embeddings")
     run_assets(defs, "gnn_model", run_config={"ops": {"gnn_model": {"config": TINY_TRAIN}}})
     result = run_assets(defs, "evaluation_metrics,fused_recommendations", run_config={"ops": {
-        "evaluation_metrics": {"config": {"baseline_max_epochs": 6}}}})
+        "evaluation_metrics": {"config": {"baseline_max_epochs": 6, "protocols": ["A", "B", "cold_item"], "ablations": True}}}})
     return settings, defs, result
 
 

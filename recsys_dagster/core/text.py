@@ -8,8 +8,10 @@ offline; a hub name works for users with hub access. Embeddings are L2-normalize
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -85,20 +87,41 @@ def item_texts(items: pd.DataFrame) -> pd.Series:
 
 class TextEncoder:
     """A sentence-transformers model: batched (length-sorted by the library), normalized
-    outputs, fp16 on CUDA."""
+    outputs, fp16 on CUDA. The model is loaded on the first :meth:`encode`, so a run whose
+    texts are all cached never pays for loading it (when the model folder is local, its
+    cache id is read from ``sentence_bert_config.json``)."""
 
     def __init__(self, config: EncoderConfig = EncoderConfig()):
-        from sentence_transformers import SentenceTransformer
-
         self.config = config
         self.device = resolve_device(config.device)
-        self.model = SentenceTransformer(resolve_model_path(config.model), device=self.device)
-        if self.device.startswith("cuda") and config.fp16_on_gpu:
-            self.model.half()
-        self.model.max_seq_length = min(config.max_tokens, self.model.max_seq_length or config.max_tokens)
-        self.dim = int(self.model.get_embedding_dimension())
+        self._model = None
+        self._path = resolve_model_path(config.model)
         name = DEFAULT_MODEL if config.model in _DEFAULT_ALIASES else config.model
-        self.model_id = f"{name}|max_tokens={self.model.max_seq_length}"
+        native = _configured_max_tokens(self._path)
+        if native is None:  # a hub name: load now to learn the model's limit
+            native = self.model.max_seq_length or config.max_tokens
+        self.max_tokens = min(config.max_tokens, native)
+        self.model_id = f"{name}|max_tokens={self.max_tokens}"
+
+    @property
+    def model(self):
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            model = SentenceTransformer(self._path, device=self.device)
+            if self.device.startswith("cuda") and self.config.fp16_on_gpu:
+                model.half()
+            model.max_seq_length = min(self.config.max_tokens, model.max_seq_length or self.config.max_tokens)
+            self._model = model
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_embedding_dimension())
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -108,6 +131,18 @@ class TextEncoder:
             convert_to_numpy=True, show_progress_bar=False,
         )
         return out.astype(np.float32, copy=False)
+
+
+def _configured_max_tokens(path: str) -> int | None:
+    """``max_seq_length`` of a local sentence-transformers folder, without loading it."""
+    config = Path(path) / "sentence_bert_config.json"
+    if not config.is_file():
+        return None
+    try:
+        value = json.loads(config.read_text()).get("max_seq_length")
+    except (OSError, ValueError):
+        return None
+    return int(value) if value else None
 
 
 # ---- cache in DuckDB ------------------------------------------------------------------
@@ -145,6 +180,7 @@ def encode_cached(conn, encoder, texts: list[str]) -> tuple[np.ndarray, int, int
                      "SELECT model_id, text_sha256, embedding::FLOAT[] FROM _new")
         conn.unregister("_new")
         vectors.update(zip(missing["text_sha256"], new, strict=True))
-    dim = getattr(encoder, "dim", len(next(iter(vectors.values()))) if vectors else 0)
-    matrix = np.stack([vectors[h] for h in hashes]) if hashes else np.zeros((0, dim), dtype=np.float32)
+    if not hashes:
+        return np.zeros((0, encoder.dim), dtype=np.float32), 0, 0
+    matrix = np.stack([vectors[h] for h in hashes])
     return matrix, len(missing), len(unique) - len(missing)

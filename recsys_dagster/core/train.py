@@ -146,6 +146,46 @@ def warm_start_state(model, previous: dict, data) -> int:
     return copied
 
 
+
+def epoch_samples(data, gen, train_u=None, train_i=None, keys=None):
+    """One epoch's shuffled (user, positive, negative) triples: a permutation of the training
+    interactions and one vectorized negative draw."""
+    import torch
+
+    train_u = torch.as_tensor(data.train_users) if train_u is None else train_u
+    train_i = torch.as_tensor(data.train_items) if train_i is None else train_i
+    keys = torch.sort(train_u * data.n_items + train_i).values if keys is None else keys
+    perm = torch.randperm(len(train_u), generator=gen)
+    epoch_u, epoch_p = train_u[perm], train_i[perm]
+    return epoch_u, epoch_p, sample_negatives(epoch_u, data.n_items, keys, gen)
+
+
+def bpr_step(model, opt, u, p, n, data, config, gen=None, kg=None, use_amp: bool = False) -> float:
+    """One optimizer step of BPR (+ L2 on the batch's ego embeddings, + optional TransR KG
+    loss) on users ``u``, positive items ``p`` and negative items ``n``; returns the loss."""
+    import torch
+
+    device = next(model.parameters()).device
+    u, p, n = u.to(device), p.to(device), n.to(device)
+    p, n = p + data.n_users, n + data.n_users  # node index: users first, then items
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+        out = model()
+        eu, ep, en = out.index_select(0, u), out.index_select(0, p), out.index_select(0, n)
+        loss = -torch.nn.functional.logsigmoid((eu * ep).sum(-1) - (eu * en).sum(-1)).mean()
+        reg = model.ego(torch.cat([u, p, n])).pow(2).sum() / (2 * len(u))
+        loss = loss + config.reg_weight * reg
+        if config.kg_loss_weight > 0 and kg is not None and hasattr(model, "kg_loss") and len(kg[0]):
+            n_nodes = data.n_users + data.n_items + data.n_entities
+            k = torch.randint(0, len(kg[0]), (len(u),), generator=gen)
+            neg_t = torch.randint(0, n_nodes, (len(u),), generator=gen)
+            loss = loss + config.kg_loss_weight * model.kg_loss(
+                kg[0][k].to(device), kg[1][k].to(device), kg[2][k].to(device), neg_t.to(device))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
 def train(
     data,
     config: TrainConfig,
@@ -178,7 +218,6 @@ def train(
     train_i = torch.as_tensor(data.train_items)
     keys = torch.sort(train_u * data.n_items + train_i).values
     kg = (torch.as_tensor(data.kg_head), torch.as_tensor(data.kg_rel), torch.as_tensor(data.kg_tail))
-    n_nodes = data.n_users + data.n_items + data.n_entities
     use_amp = config.amp and device.startswith("cuda")
 
     start_epoch, best, best_epoch, best_state, history, resumed = 0, -math.inf, -1, None, [], None
@@ -206,32 +245,15 @@ def train(
         model.train()
         if hasattr(model, "refresh_attention"):
             model.refresh_attention()
-        perm = torch.randperm(len(train_u), generator=gen)
-        epoch_u, epoch_p = train_u[perm], train_i[perm]
-        epoch_n = sample_negatives(epoch_u, data.n_items, keys, gen)  # one vectorized draw per epoch
+        epoch_u, epoch_p, epoch_n = epoch_samples(data, gen, train_u, train_i, keys)
         total = 0.0
-        for s in range(0, len(perm), config.batch_size):
+        for s in range(0, len(epoch_u), config.batch_size):
             b = slice(s, s + config.batch_size)
-            u, p, n = epoch_u[b].to(device), epoch_p[b].to(device), epoch_n[b].to(device)
-            p, n = p + data.n_users, n + data.n_users  # node index: users first, then items
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                out = model()
-                eu, ep, en = out.index_select(0, u), out.index_select(0, p), out.index_select(0, n)
-                loss = -torch.nn.functional.logsigmoid((eu * ep).sum(-1) - (eu * en).sum(-1)).mean()
-                reg = model.ego(torch.cat([u, p, n])).pow(2).sum() / (2 * len(u))
-                loss = loss + config.reg_weight * reg
-                if config.kg_loss_weight > 0 and hasattr(model, "kg_loss") and len(kg[0]):
-                    k = torch.randint(0, len(kg[0]), (len(u),), generator=gen)
-                    neg_t = torch.randint(0, n_nodes, (len(u),), generator=gen)
-                    loss = loss + config.kg_loss_weight * model.kg_loss(
-                        kg[0][k].to(device), kg[1][k].to(device), kg[2][k].to(device), neg_t.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(u)
+            total += bpr_step(model, opt, epoch_u[b], epoch_p[b], epoch_n[b], data, config, gen, kg, use_amp) \
+                * len(epoch_u[b])
         train_s = time.perf_counter() - t0
         epoch_times.append(train_s)
-        record = {"epoch": epoch, "loss": total / len(perm), "epoch_seconds": train_s}
+        record = {"epoch": epoch, "loss": total / len(epoch_u), "epoch_seconds": train_s}
         if (epoch + 1) % config.eval_every == 0 or epoch == config.max_epochs - 1:
             metrics = evaluate(model, data, "valid", device=device)
             record.update({f"valid_{k}": v for k, v in metrics.items()})

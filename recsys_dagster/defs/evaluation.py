@@ -19,8 +19,10 @@ TABLE_SQL = ("run_id VARCHAR, model_version VARCHAR, protocol VARCHAR, model VAR
 
 
 class EvaluationConfig(dg.Config):
-    protocols: list[str] = Field(default=["A", "B", "cold_item"], description="A (RecBole 8:1:1), B (temporal), cold_item")
-    ablations: bool = Field(default=True, description="main model without KG / without text / without both (protocol A)")
+    protocols: list[str] = Field(default=["A", "cold_item"], description="A (RecBole 8:1:1), B (temporal), cold_item; "
+                                 "add B for the research evaluation")
+    ablations: bool = Field(default=False, description="main model without KG / without text / without both "
+                                                       "(protocol A; three more trainings)")
     trained_baselines: list[str] = Field(default=["mf", "lightgcn"], description="collaborative baselines trained "
                                          "in the run (mf, lightgcn); Pop, ItemKNN and text kNN always run")
     baseline_max_epochs: int = Field(default=100, description="epoch cap for every model trained inside the evaluation")

@@ -2,9 +2,20 @@
 
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 from pydantic import Field
+
+
+def redact(uri: str) -> str:
+    """The URI without user:password (safe for logs, metadata and links)."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class MLflowResource(dg.ConfigurableResource):
@@ -44,6 +55,6 @@ class MLflowResource(dg.ConfigurableResource):
             yield run
 
     def run_url(self, run) -> str:
-        uri = self.uri()
+        uri = redact(self.uri())
         base = uri if uri.startswith("http") else "http://127.0.0.1:5000"
         return f"{base.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"

@@ -5,6 +5,8 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from recsys_dagster.defs.jobs import DAILY_REFRESH_CONFIG
+
 #: A refresh of a day already in one of these states is not launched again.
 _DONE_OR_RUNNING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                     dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS]
@@ -53,6 +55,8 @@ def build_refresh_schedule(job, partitions_def: dg.DailyPartitionsDefinition, cr
         if previous:
             return dg.SkipReason(f"{key} already refreshed by run {previous[0].dagster_run.run_id} "
                                  f"({previous[0].dagster_run.status.value})")
-        return dg.RunRequest(partition_key=key, run_key=f"daily_refresh:{key}", tags={"recsys/refresh_reason": why})
+        # run_config explicitly: the job's config is a default for the launchpad, not every launcher applies it
+        return dg.RunRequest(partition_key=key, run_key=f"daily_refresh:{key}", run_config=DAILY_REFRESH_CONFIG,
+                             tags={"recsys/refresh_reason": why})
 
     return daily_refresh_schedule

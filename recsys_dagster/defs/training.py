@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from recsys_dagster.defs.mlflow_resource import MLflowResource
+from recsys_dagster.defs.mlflow_resource import MLflowResource, redact
 from recsys_dagster.defs.resources import ComputeResource, WarehouseResource
 
 GPU_POOL = "gpu"
@@ -145,7 +145,7 @@ def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehou
             **{f"test_{k}": round(v, 4) for k, v in result.test.items() if k.endswith("@10")},
             "mlflow_run_id": run_id,
             "mlflow_run": dg.MetadataValue.url(url),
-            "mlflow_tracking_uri": mlflow_tracking.uri() if "@" not in mlflow_tracking.uri() else "(hidden: has credentials)",
+            "mlflow_tracking_uri": redact(mlflow_tracking.uri()),
             "training_curve": _png_md(png, "training curve"),
             "seconds": round(time.perf_counter() - t0, 2),
         }

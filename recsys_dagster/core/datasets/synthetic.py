@@ -35,9 +35,11 @@ def generate(
     seed: int = 0,
     start: dt.date = dt.date(2024, 1, 1),
     with_kg: bool = True,
+    exact: bool = False,
 ) -> Path:
     """Write ``interactions.csv``, ``items.csv``, ``users.csv`` (+ ``kg.tsv``,
-    ``item_entities.csv``) to ``folder`` and return it."""
+    ``item_entities.csv``) to ``folder`` and return it. Repeated (user, item) pairs are
+    dropped; ``exact`` draws extra events so exactly ``n_interactions`` remain (benchmarks)."""
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -46,10 +48,11 @@ def generate(
     user_topic = rng.integers(0, k, n_users)
     popularity = 1.0 / np.arange(1, n_items + 1) ** 0.8
     popularity = popularity[rng.permutation(n_items)]
-    users = rng.integers(0, n_users, n_interactions)
-    same = rng.random(n_interactions) < 0.85
-    topic = np.where(same, user_topic[users], rng.integers(0, k, n_interactions))
-    items = np.empty(n_interactions, dtype=np.int64)
+    draw = int(n_interactions * 3) + 100 if exact else n_interactions
+    users = rng.integers(0, n_users, draw)
+    same = rng.random(draw) < 0.85
+    topic = np.where(same, user_topic[users], rng.integers(0, k, draw))
+    items = np.empty(draw, dtype=np.int64)
     for t in range(k):
         idx = np.flatnonzero(topic == t)
         pool = np.flatnonzero(item_topic == t)
@@ -58,11 +61,16 @@ def generate(
         p = popularity[pool] / popularity[pool].sum()
         items[idx] = rng.choice(pool, size=len(idx), p=p)
     t0 = int(pd.Timestamp(start, tz="UTC").timestamp())
-    ts = t0 + rng.integers(0, days * 86400, n_interactions)
-    rating = np.clip(np.round(rng.normal(4.0, 0.8, n_interactions)), 1, 5)
+    ts = t0 + rng.integers(0, days * 86400, draw)
+    rating = np.clip(np.round(rng.normal(4.0, 0.8, draw)), 1, 5)
     inter = pd.DataFrame({"user_id": [f"u{u}" for u in users], "item_id": [f"i{i}" for i in items],
                           "timestamp": ts, "rating": rating})
     inter = inter.drop_duplicates(["user_id", "item_id"])
+    if exact:
+        if len(inter) < n_interactions:
+            raise ValueError(f"only {len(inter)} distinct (user, item) pairs for {n_interactions} interactions: "
+                             "add users or items")
+        inter = inter.iloc[:n_interactions]
     inter.to_csv(folder / "interactions.csv", index=False)
     pd.DataFrame({
         "item_id": [f"i{i}" for i in range(n_items)],

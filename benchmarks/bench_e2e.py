@@ -1,0 +1,109 @@
+"""End to end: the ``full_rebuild`` job from an empty home (wall time, peak RSS, seconds per
+step), then ``daily_refresh`` of the last partition on top of it, as a share of the
+rebuild. Real `dagster job execute` processes with their own temporary DAGSTER_HOME.
+
+    python -m benchmarks.bench_e2e [--datasets movielens-100k movielens-latest-small]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import ROOT, print_table, write_json
+from recsys_dagster.defs.jobs import DAILY_REFRESH_CONFIG
+
+ASSETS = ("items", "users", "raw_interactions", "cleaned_interactions", "knowledge_graph", "item_text_embeddings",
+          "user_behavior_embeddings", "gnn_model", "evaluation_metrics", "fused_recommendations")
+STEP = re.compile(r'STEP_SUCCESS - Finished execution of step "([^"]+)" in ([\d.]+)(ms|s|m)(?:(\d+)s)?')
+
+
+def _seconds(value: str, unit: str, extra: str | None) -> float:
+    v = float(value)
+    return v / 1000 if unit == "ms" else v * 60 + float(extra or 0) if unit == "m" else v
+
+
+def run_job(job: str, tags: dict, env: dict, log: Path, config: dict | None = None) -> dict:
+    """One `dagster job execute` process: wall seconds, peak RSS of the run process, steps."""
+    cmd = [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "recsys_dagster.definitions",
+           "-j", job, "--tags", json.dumps(tags)]
+    if config:
+        path = log.with_suffix(".config.json")
+        path.write_text(json.dumps(config))
+        cmd += ["-c", str(path)]
+    t0 = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    text = log.read_text()
+    if os.waitstatus_to_exitcode(status) != 0 or "RUN_SUCCESS" not in text:
+        tail = "\n".join(text.splitlines()[-30:])
+        raise SystemExit(f"{job} failed (log {log}):\n{tail}")
+    steps, checks = {}, 0.0
+    for name, value, unit, extra in STEP.findall(text):
+        if name in ASSETS:
+            steps[name] = round(_seconds(value, unit, extra), 2)
+        else:
+            checks += _seconds(value, unit, extra)
+    steps["asset checks (all)"] = round(checks, 2)
+    return {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "steps_s": steps}
+
+
+def bench_dataset(dataset: str, data_dir: str | None, keep: bool) -> dict:
+    work = Path(tempfile.mkdtemp(prefix=f"e2e-{dataset}-"))
+    dagster_home = work / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text(
+        (ROOT / "dagster.yaml").read_text().replace("data/dagster", str(dagster_home / "storage")))
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "RECSYS_HOME": str(work / "home"),
+           "RECSYS_DATASET": dataset, "RECSYS_WAREHOUSE": str(work / "home" / "warehouse.duckdb")}
+    env.pop("RECSYS_SOURCE", None)
+    if data_dir:
+        env["RECSYS_DATA_DIR"] = data_dir
+    span = subprocess.run([sys.executable, "-m", "recsys_dagster.cli", "span"], cwd=ROOT, env=env, check=True,
+                          capture_output=True, text=True).stdout.strip()
+    first, last = span.split("...")
+    try:
+        full = run_job("full_rebuild", {"dagster/asset_partition_range_start": first,
+                                        "dagster/asset_partition_range_end": last}, env, work / "full_rebuild.log")
+        daily = run_job("daily_refresh", {"dagster/partition": last}, env, work / "daily_refresh.log",
+                        DAILY_REFRESH_CONFIG)
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return {"dataset": dataset, "partitions": f"{first}..{last}", "full_rebuild": full, "daily_refresh": daily,
+            "daily_share_of_full": round(daily["wall_s"] / full["wall_s"], 3), "work_dir": str(work) if keep else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--datasets", nargs="+", default=["movielens-100k", "movielens-latest-small"])
+    parser.add_argument("--keep", action="store_true", help="keep the temporary homes and logs")
+    args = parser.parse_args()
+    data_dir = os.environ.get("RECSYS_DATA_DIR")
+    results = [bench_dataset(d, data_dir, args.keep) for d in args.datasets]
+    rows = []
+    for r in results:
+        for job in ("full_rebuild", "daily_refresh"):
+            rows.append({"dataset": r["dataset"], "job": job, "wall s": r[job]["wall_s"],
+                         "peak RSS MB": r[job]["peak_rss_mb"],
+                         "share of full": r["daily_share_of_full"] if job == "daily_refresh" else 1.0})
+    print_table(rows, "end to end (dagster job execute, empty home, in-process executor)")
+    for r in results:
+        steps = [{"step": k, **{job: r[job]["steps_s"].get(k, "") for job in ("full_rebuild", "daily_refresh")}}
+                 for k in r["full_rebuild"]["steps_s"]]
+        print_table(steps, f"{r['dataset']}: seconds per step")
+    write_json("e2e", {"results": results, "targets": {"ml100k_full_rebuild_s": 300, "daily_share": 0.2}})
+
+
+if __name__ == "__main__":
+    main()

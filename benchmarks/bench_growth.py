@@ -1,0 +1,144 @@
+"""Growth curve: synthetic data (template item text and attributes, power-law item
+popularity, timestamps over 60 days) at 100k, 1M and 5M interactions through ingestion
+(lossless read + cleaning + DuckDB write), graph build (KG + training graph), training of
+the main model (KGTextGNN; BPR steps timed, epoch time = batches x median step) and full
+top-20 scoring of every user. Each size runs in a fresh process so peak RSS is per size.
+
+Item text vectors are random unit vectors here: encoder cost grows linearly with the
+catalogue and is measured by bench_text_encoder (texts/s).
+
+    python -m benchmarks.bench_growth [--sizes 100000 1000000 5000000] [--max-steps 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import ROOT, peak_rss_mb, print_table, write_json
+
+
+def one_size(size: int, max_steps: int) -> dict:
+    import duckdb
+    import numpy as np
+    import torch
+
+    from recsys_dagster.core import warehouse as wh
+    from recsys_dagster.core.cleaning import CleaningConfig, clean_interactions
+    from recsys_dagster.core.datasets import open_dataset
+    from recsys_dagster.core.datasets.synthetic import generate
+    from recsys_dagster.core.fusion import top_k
+    from recsys_dagster.core.knowledge_graph import build_knowledge_graph
+    from recsys_dagster.core.models import build_model
+    from recsys_dagster.core.train import TrainConfig, bpr_step, epoch_samples
+    from recsys_dagster.core.training_data import data_for_split, make_split, read_tables
+
+    stages: dict[str, dict] = {}
+    work = Path(tempfile.mkdtemp(prefix=f"growth-{size}-"))
+
+    def stage(name: str, t0: float, **extra) -> None:
+        stages[name] = {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(peak_rss_mb(), 0), **extra}
+        print(f"  {size:>9,} {name:<12} {stages[name]}", flush=True)
+
+    n_users, n_items = max(size // 25, 100), max(size // 100, 200)
+    t0 = time.perf_counter()
+    folder = generate(work / "data", n_users=n_users, n_items=n_items, n_interactions=size, days=60, seed=0, exact=True)
+    stage("generate", t0, users=n_users, items=n_items)
+
+    t0 = time.perf_counter()
+    dataset = open_dataset(str(folder))
+    items, _ = dataset.read_items()
+    users, _ = dataset.read_users()
+    raw = dataset.raw_interactions()
+    span = dataset.span()
+    config = CleaningConfig(rating_range=dataset.rating_range, known_users=frozenset(users["user_id"]),
+                            known_items=frozenset(items["item_id"]))
+    cleaned, quarantine = clean_interactions(raw, span.start, span.end, config)
+    conn = duckdb.connect(str(work / "warehouse.duckdb"))
+    wh.replace_tables(conn, {"items": items, "users": users})
+    wh.replace_partition(conn, {"raw_interactions": raw, "cleaned_interactions": cleaned,
+                                "interactions_quarantine": quarantine}, span.start, span.end)
+    stage("ingest", t0, rows=len(raw), cleaned=len(cleaned))
+    del raw, cleaned, quarantine
+
+    t0 = time.perf_counter()
+    kg = build_knowledge_graph(items, users, dataset.external_kg())
+    wh.replace_tables(conn, {"kg_entities": kg.entities, "kg_relations": kg.relations, "kg_triples": kg.triples,
+                             "kg_quarantine": kg.rejects})
+    tables = read_tables(conn)
+    rng = np.random.default_rng(0)
+    text = rng.standard_normal((len(tables.item_ids), 384)).astype(np.float32)
+    tables.item_text = (list(tables.item_ids), text / np.linalg.norm(text, axis=1, keepdims=True))
+    cfg = TrainConfig(device="cpu")
+    data = data_for_split(tables, make_split(tables, cfg), cfg)
+    conn.close()
+    stage("graph", t0, kg_triples=len(kg.triples), train_edges=len(data.train_users))
+
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = build_model(cfg.model, data, cfg.embedding_dim, cfg.num_layers, cfg.kg_weight, cfg.id_dropout, "cpu")
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    model.train()
+    t_attn = time.perf_counter()
+    if hasattr(model, "refresh_attention"):
+        model.refresh_attention()
+    attention_s = time.perf_counter() - t_attn
+    epoch_u, epoch_p, epoch_n = epoch_samples(data, gen)
+    batches = (len(epoch_u) + cfg.batch_size - 1) // cfg.batch_size
+    times = []
+    for s in range(0, min(batches, max_steps) * cfg.batch_size, cfg.batch_size):
+        b = slice(s, s + cfg.batch_size)
+        ts = time.perf_counter()
+        bpr_step(model, opt, epoch_u[b], epoch_p[b], epoch_n[b], data, cfg)
+        times.append(time.perf_counter() - ts)
+    step_s = float(np.median(times[1:] if len(times) > 2 else times))
+    epoch_s = attention_s + batches * step_s
+    stage("train_epoch", t0, batches=batches, steps_timed=len(times), median_step_s=round(step_s, 4),
+          epoch_s=round(epoch_s, 1), measured_whole_epoch=len(times) == batches)
+
+    t0 = time.perf_counter()
+    model.eval()
+    with torch.no_grad():
+        out = model().float()
+    u_emb, i_emb = out[: data.n_users], out[data.n_users: data.n_users + data.n_items]
+    top_k(lambda ub: u_emb[ub] @ i_emb.T, np.arange(data.n_users), data.train_csr, data.n_items, k=20)
+    stage("score", t0, users=data.n_users, items=data.n_items)
+    return {"size": size, "stages": stages}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000, 5_000_000])
+    parser.add_argument("--max-steps", type=int, default=30, help="BPR steps timed per size (epoch = batches x median)")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_size(args.one, args.max_steps)))
+        return
+    results = []
+    for size in args.sizes:
+        out = subprocess.run([sys.executable, "-m", "benchmarks.bench_growth", "--one", str(size),
+                              "--max-steps", str(args.max_steps)], cwd=ROOT, capture_output=True, text=True)
+        print(out.stdout.rsplit("\n", 2)[0] if out.stdout else "", flush=True)
+        if out.returncode != 0:
+            raise SystemExit(f"size {size} failed:\n{out.stderr[-3000:]}")
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    rows = []
+    for r in results:
+        s = r["stages"]
+        rows.append({"interactions": f"{r['size']:,}", "users": s["generate"]["users"], "items": s["generate"]["items"],
+                     "ingest s": s["ingest"]["seconds"], "graph s": s["graph"]["seconds"],
+                     "epoch s": s["train_epoch"]["epoch_s"], "score s": s["score"]["seconds"],
+                     "peak RSS MB": max(v["peak_rss_mb"] for v in s.values())})
+    print_table(rows, "growth curve (2 layers, dim 64, batch 2048; epoch = batches x median BPR step)")
+    write_json("growth", {"results": results})
+
+
+if __name__ == "__main__":
+    main()
