@@ -90,8 +90,8 @@ def e2e(d: dict | None) -> str:
     rows, steps = [], []
     for r in d["results"]:
         for job in ("full_rebuild", "daily_refresh"):
-            rows.append({"dataset": r["dataset"], "job": job, "partitions": r["partitions"] if job == "full_rebuild"
-                         else "last day", "wall s": r[job]["wall_s"], "peak RSS MB": r[job]["peak_rss_mb"],
+            rows.append({"dataset": r["dataset"], "job": job, "partitions": (
+                f"{r['partitions']} ({r.get('grain', 'day')})" if job == "full_rebuild" else f"last {r.get('grain', 'day')}"), "wall s": r[job]["wall_s"], "peak RSS MB": r[job]["peak_rss_mb"],
                          "share of full rebuild": r["daily_share_of_full"] if job == "daily_refresh" else 1.0})
         for step, secs in r["full_rebuild"]["steps_s"].items():
             steps.append({"dataset": r["dataset"], "step": step, "full_rebuild s": secs,

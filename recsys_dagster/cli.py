@@ -17,18 +17,19 @@ def _dataset():
 def span(tags: bool = False, day: str | None = None) -> None:
     """Print the partition range as ``START...END`` or, with ``tags``, as the JSON run tags of
     a single-run job over it (``day``: that one partition; empty: the last one)."""
+    import datetime as dt
     import json
 
-    from recsys_dagster.defs.partitions import daily_partitions
+    from recsys_dagster.defs.partitions import event_partitions, partition_key_of_day
 
     s = load_settings()
-    parts = daily_partitions(_dataset().span(), s.partitions_end)
+    parts = event_partitions(_dataset().span(), s.partitions_end, s.partition_grain)
     first, last = parts.get_first_partition_key(), parts.get_last_partition_key()
     if not tags:
         print(f"{first}...{last}")
         return
     if day is not None:
-        key = day or last
+        key = partition_key_of_day(parts, dt.date.fromisoformat(day)) if day else last
         if not parts.has_partition_key(key):
             raise SystemExit(f"no partition {key!r}: partitions run {first}...{last}")
         print(json.dumps({"dagster/partition": key}))

@@ -26,7 +26,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from recsys_dagster.defs.jobs import build_jobs
     from recsys_dagster.defs.knowledge_graph import KG_CHECKS, knowledge_graph
     from recsys_dagster.defs.mlflow_resource import MLflowResource
-    from recsys_dagster.defs.partitions import daily_partitions
+    from recsys_dagster.defs.partitions import event_partitions
     from recsys_dagster.defs.recommendations import fused_recommendations, recommendations_are_valid
     from recsys_dagster.defs.resources import (
         ComputeResource,
@@ -43,7 +43,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         settings.dataset, mirror_dir=settings.data_dir, download_dir=settings.download_dir,
         verify_checksums=settings.verify_checksums, snapshot_date=settings.snapshot_date,
     ).span()
-    partitions_def = daily_partitions(span, settings.partitions_end)
+    partitions_def = event_partitions(span, settings.partitions_end, settings.partition_grain)
     jobs = build_jobs(partitions_def)
     assets = [items, users, *build_ingestion_assets(partitions_def), knowledge_graph,
               item_text_embeddings, user_behavior_embeddings, gnn_model, evaluation_metrics, fused_recommendations]

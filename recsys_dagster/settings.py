@@ -21,6 +21,7 @@ variable                    meaning                                          def
 ``RECSYS_LANDING_DIR``      landing folder (``YYYY-MM-DD/`` sub-folders)     ``$RECSYS_HOME/landing``
 ``RECSYS_PARTITIONS_END``   last daily partition: ``span`` (dataset's last   ``span``
                             day), ``open`` (through today) or a date
+``RECSYS_PARTITION_GRAIN``  ``day``, ``week`` or ``month`` partitions       ``day``
 ``RECSYS_REFRESH_CRON``     cron of the ``daily_refresh`` schedule           ``0 3 * * *``
 ``RECSYS_TIMEZONE``         timezone of that cron (IANA name)                ``UTC``
 ``RECSYS_SENSOR_INTERVAL``  seconds between landing-sensor evaluations       ``30``
@@ -36,6 +37,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 SOURCES = ("dataset", "landing")
+GRAINS = ("day", "week", "month")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Settings:
     source: str = "dataset"
     landing_dir: str | None = None
     partitions_end: str = "span"
+    partition_grain: str = "day"
     refresh_cron: str = "0 3 * * *"
     timezone: str = "UTC"
     sensor_interval_s: int = 30
@@ -59,6 +62,8 @@ class Settings:
     def __post_init__(self):
         if self.source not in SOURCES:
             raise ValueError(f"RECSYS_SOURCE={self.source!r}: expected one of {list(SOURCES)}")
+        if self.partition_grain not in GRAINS:
+            raise ValueError(f"RECSYS_PARTITION_GRAIN={self.partition_grain!r}: expected one of {list(GRAINS)}")
         if self.partitions_end not in ("span", "open"):
             try:
                 dt.date.fromisoformat(self.partitions_end)
@@ -94,6 +99,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         source=(env.get("RECSYS_SOURCE") or "dataset").strip().lower(),
         landing_dir=env.get("RECSYS_LANDING_DIR") or None,
         partitions_end=(env.get("RECSYS_PARTITIONS_END") or "span").strip().lower(),
+        partition_grain=(env.get("RECSYS_PARTITION_GRAIN") or "day").strip().lower(),
         refresh_cron=env.get("RECSYS_REFRESH_CRON") or "0 3 * * *",
         timezone=env.get("RECSYS_TIMEZONE") or "UTC",
         sensor_interval_s=_int(env, "RECSYS_SENSOR_INTERVAL", 30),

@@ -163,7 +163,7 @@ def test_daily_refresh_schedule(tmp_path, synthetic_folder):
         assert "replay" in request.tags["recsys/refresh_reason"]
         # a day already refreshed is not launched again
         instance.add_run(dg.DagsterRun(job_name="daily_refresh", run_id="r1", status=dg.DagsterRunStatus.SUCCESS,
-                                       tags={"dagster/partition": days[1].isoformat()}))
+                                       tags={"dagster/partition": days[1].isoformat(), "recsys/refresh_day": days[1].isoformat()}))
         again = schedule.evaluate_tick(dg.build_schedule_context(instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()))
         assert not again.run_requests and "already refreshed" in again.skip_message
 
@@ -229,3 +229,42 @@ def test_replay_movielens_day_matches_the_source(tmp_path):
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
+
+
+def test_weekly_and_monthly_partitions_cover_the_span():
+    from recsys_dagster.core.datasets.base import Span
+    from recsys_dagster.defs.partitions import (
+        event_partitions,
+        partition_day_range,
+        partition_key_of_day,
+    )
+
+    span = Span(dt.date(1996, 3, 29), dt.date(2018, 9, 24))
+    months = event_partitions(span, grain="month")
+    assert months.get_first_partition_key() == "1996-03-01" and months.get_last_partition_key() == "2018-09-01"
+    assert len(months.get_partition_keys()) == 271  # instead of 8,215 days
+    weeks = event_partitions(span, grain="week")
+    first, last = (partition_day_range(weeks, k) for k in (weeks.get_first_partition_key(), weeks.get_last_partition_key()))
+    assert first[0] <= span.start <= first[1] and last[0] <= span.end <= last[1] and first[0].weekday() == 0
+    assert partition_key_of_day(months, dt.date(2018, 9, 24)) == "2018-09-01"
+
+
+def test_monthly_grain_ingests_and_senses_by_month(tmp_path, synthetic_folder):
+    from conftest import run_assets
+
+    settings, defs = _defs(tmp_path, synthetic_folder, source="landing", partition_grain="month")
+    dataset = open_dataset(str(synthetic_folder))
+    days = landing.next_days(dataset, settings.landing, 3)
+    for day in days:
+        landing.land_day(dataset, settings.landing, day)
+    old = time.time() - 60
+    for p in (tmp_path / "home" / "landing").rglob("*.csv"):
+        os.utime(p, (old, old))
+    result = defs.resolve_sensor_def("landing_sensor").evaluate_tick(dg.build_sensor_context(definitions=defs))
+    assert [r.partition_key for r in result.run_requests] == ["2024-01-01"]  # three days, one month
+    run_assets(defs, "items,users")
+    run_assets(defs, "raw_interactions,cleaned_interactions", partition="2024-01-01")
+    conn = duckdb.connect(settings.warehouse, read_only=True)
+    loaded = [r[0] for r in conn.execute("SELECT DISTINCT event_date FROM raw_interactions ORDER BY 1").fetchall()]
+    conn.close()
+    assert loaded == days

@@ -1,4 +1,5 @@
-"""Daily event-day partitions covering the dataset's time span."""
+"""Event-time partitions (UTC) covering the dataset's time span: daily by default, weekly or
+monthly for datasets spanning many years (``RECSYS_PARTITION_GRAIN``)."""
 
 import datetime as dt
 
@@ -6,16 +7,52 @@ import dagster as dg
 
 from recsys_dagster.core.datasets.base import Span
 
+GRAINS = ("day", "week", "month")
 
-def daily_partitions(span: Span, end: str = "span") -> dg.DailyPartitionsDefinition:
-    """UTC event days from the dataset's first day to ``end``: ``span`` (its last day, for a
-    static dataset), ``open`` (through today, for data that keeps arriving: today's
-    partition exists so same-day landings can be ingested) or an ISO date."""
+
+def _floor(day: dt.date, grain: str) -> dt.date:
+    if grain == "week":
+        return day - dt.timedelta(days=day.weekday())  # Monday
+    if grain == "month":
+        return day.replace(day=1)
+    return day
+
+
+def _next_start(day: dt.date, grain: str) -> dt.date:
+    """Start of the partition after the one holding ``day`` (Dagster's exclusive end_date)."""
+    start = _floor(day, grain)
+    if grain == "week":
+        return start + dt.timedelta(days=7)
+    if grain == "month":
+        return (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return start + dt.timedelta(days=1)
+
+
+def event_partitions(span: Span, end: str = "span", grain: str = "day") -> dg.TimeWindowPartitionsDefinition:
+    """Partitions from the dataset's first day to ``end``: ``span`` (its last day, for a
+    static dataset), ``open`` (through the current period, for data that keeps arriving:
+    today's partition exists so same-day landings can be ingested) or an ISO date. Weeks
+    start on Monday, months on the 1st; the first partition starts on or before the
+    dataset's first day."""
+    start = _floor(span.start, grain).isoformat()
+    cls = {"day": dg.DailyPartitionsDefinition, "week": dg.WeeklyPartitionsDefinition,
+           "month": dg.MonthlyPartitionsDefinition}[grain]
+    kwargs = {"day_offset": 1} if grain == "week" else {}
     if end == "open":
-        return dg.DailyPartitionsDefinition(start_date=span.start.isoformat(), end_offset=1)
+        return cls(start_date=start, end_offset=1, **kwargs)
     last = span.end if end == "span" else max(dt.date.fromisoformat(end), span.start)
-    # end_date is exclusive in Dagster; the span is inclusive
-    return dg.DailyPartitionsDefinition(start_date=span.start.isoformat(), end_date=(last + dt.timedelta(days=1)).isoformat())
+    return cls(start_date=start, end_date=_next_start(last, grain).isoformat(), **kwargs)
+
+
+def partition_key_of_day(partitions_def: dg.TimeWindowPartitionsDefinition, day: dt.date) -> str:
+    """The key of the partition holding UTC day ``day`` (may be outside the definition)."""
+    ts = dt.datetime(day.year, day.month, day.day, 12, tzinfo=dt.timezone.utc).timestamp()
+    return partitions_def.get_partition_key_for_timestamp(ts)
+
+
+def partition_day_range(partitions_def: dg.TimeWindowPartitionsDefinition, key: str) -> tuple[dt.date, dt.date]:
+    window = partitions_def.time_window_for_partition_key(key)
+    return window.start.date(), (window.end - dt.timedelta(days=1)).date()
 
 
 def partition_days(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:

@@ -1,6 +1,7 @@
 """Sensors: new files in the landing folder, and a concise summary of every failed run."""
 
 import datetime as dt
+import hashlib
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ def build_landing_sensor(job, partitions_def: dg.PartitionsDefinition, source: s
                            "Needs RECSYS_SOURCE=landing.")
     def landing_sensor(context: dg.SensorEvaluationContext):
         from recsys_dagster.core.landing import scan
+        from recsys_dagster.defs.partitions import partition_key_of_day
 
         if source != "landing":
             return dg.SkipReason("RECSYS_SOURCE is 'dataset': ingestion reads the dataset files, not the landing "
@@ -28,20 +30,24 @@ def build_landing_sensor(job, partitions_def: dg.PartitionsDefinition, source: s
         days, problems = scan(landing_dir, settle_seconds=SETTLE_SECONDS)
         for problem in problems:
             context.log.warning(problem)
+        by_key: dict[str, list] = {}
+        for landed in days:  # several days share a partition with weekly/monthly partitions
+            by_key.setdefault(partition_key_of_day(partitions_def, landed.day), []).append(landed)
         requests, outside = [], []
-        for landed in days:
-            key = landed.day.isoformat()
-            if seen.get(key) == landed.fingerprint:
+        for key, group in by_key.items():
+            fingerprint = group[0].fingerprint if len(group) == 1 else hashlib.sha1(
+                "|".join(f"{d.day}:{d.fingerprint}" for d in group).encode()).hexdigest()[:16]
+            if seen.get(key) == fingerprint:
                 continue
             if not partitions_def.has_partition_key(key):
                 outside.append(key)
                 continue
             if len(requests) >= MAX_RUNS_PER_TICK:
                 break
-            seen[key] = landed.fingerprint
-            requests.append(dg.RunRequest(
-                partition_key=key, run_key=f"{key}:{landed.fingerprint}",
-                tags={"recsys/landing_files": ",".join(f.name for f in landed.files)[:200]}))
+            seen[key] = fingerprint
+            files = ",".join(f"{d.day}/{f.name}" for d in group for f in d.files)
+            requests.append(dg.RunRequest(partition_key=key, run_key=f"{key}:{fingerprint}",
+                                          tags={"recsys/landing_files": files[:200]}))
         if outside:
             context.log.warning(f"landed days outside the partitions ({len(outside)}, e.g. {outside[:3]}): "
                                 "ignored; see RECSYS_PARTITIONS_END")
