@@ -53,13 +53,13 @@ warehouse: venv
 		--partition-range "$$($(BIN)/python -m recsys_dagster.cli span)"
 	$(DAGSTER) asset materialize $(MODULE) --select 'knowledge_graph,item_text_embeddings'
 
-## Benchmarks: tables on stdout, JSON in benchmarks/results/, report in docs/BENCHMARKS.md (~30 min on 2 cores).
+## Benchmarks: tables on stdout, JSON in benchmarks/results/, report in docs/BENCHMARKS.md (< 30 min on 2 cores).
 bench: warehouse
 	$(BIN)/python -m benchmarks.bench_load_time
 	$(BIN)/python -m benchmarks.bench_text_encoder
-	$(BIN)/python -m benchmarks.bench_training --full
+	$(BIN)/python -m benchmarks.bench_training
 	$(BIN)/python -m benchmarks.bench_ranking
-	$(BIN)/python -m benchmarks.bench_accuracy
+	$(BIN)/python -m benchmarks.bench_accuracy --ablation-seeds 0
 	$(BIN)/python -m benchmarks.bench_e2e
 	$(BIN)/python -m benchmarks.bench_growth
 	$(BIN)/python -m benchmarks.report

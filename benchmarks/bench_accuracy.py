@@ -1,7 +1,7 @@
 """Protocol A on ML-100K with several seeds (every model, same split and metric code), the
 cold-item protocol, and mean ± std per model.
 
-    python benchmarks/bench_accuracy.py [--seeds 2020 2021 2022] [--ablation-seeds 1]
+    python benchmarks/bench_accuracy.py [--seeds 2020 2021 2022] [--ablation-seeds 1] [--protocols A cold_item]
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     parser.add_argument("--ablation-seeds", type=int, default=1, help="run the ablations on the first N seeds")
     parser.add_argument("--max-epochs", type=int, default=300)
+    parser.add_argument("--protocols", nargs="+", default=["A"], help="A and/or cold_item (the cold-item numbers "
+                        "of `make bench` come from bench_e2e's full_rebuild evaluation)")
     args = parser.parse_args()
     from recsys_dagster.core.evaluation import ROW_COLUMNS, EvalConfig, evaluate_protocols
     from recsys_dagster.core.train import TrainConfig
@@ -32,7 +34,7 @@ def main() -> None:
         t0 = time.perf_counter()
         cfg = TrainConfig(seed=seed, split_seed=seed, device="cpu", max_epochs=args.max_epochs)
         ev = EvalConfig(train=cfg, baseline_max_epochs=args.max_epochs, ablations=n < args.ablation_seeds,
-                        protocols=("A", "cold_item"))
+                        protocols=tuple(args.protocols))
         res = evaluate_protocols(tables, ev)
         rows += [(*r, seed) for r in res.rows]
         timings[seed] = {"seconds": time.perf_counter() - t0, "fusion": res.fusion, **res.seconds}

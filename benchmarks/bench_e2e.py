@@ -63,7 +63,18 @@ def run_job(job: str, tags: dict, env: dict, log: Path, config: dict | None = No
 GRAIN = {"movielens-100k": "day", "movielens-latest-small": "month"}
 
 
-def bench_dataset(dataset: str, data_dir: str | None, keep: bool) -> dict:
+def _evaluation(warehouse: str) -> list[dict]:
+    """The full_rebuild's evaluation rows (slice all): protocol A and cold items."""
+    import duckdb
+
+    conn = duckdb.connect(warehouse, read_only=True)
+    rows = conn.execute("SELECT protocol, model, metric, k, value FROM evaluation_metrics WHERE slice = 'all' "
+                        "AND metric IN ('ndcg', 'recall') ORDER BY protocol, model, metric, k").df()
+    conn.close()
+    return rows.to_dict("records")
+
+
+def bench_dataset(dataset: str, data_dir: str | None, keep: bool, daily: bool = True) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"e2e-{dataset}-"))
     dagster_home = work / "dagster_home"
     dagster_home.mkdir()
@@ -81,32 +92,36 @@ def bench_dataset(dataset: str, data_dir: str | None, keep: bool) -> dict:
     try:
         full = run_job("full_rebuild", {"dagster/asset_partition_range_start": first,
                                         "dagster/asset_partition_range_end": last}, env, work / "full_rebuild.log")
+        evaluation = _evaluation(env["RECSYS_WAREHOUSE"])
         daily = run_job("daily_refresh", {"dagster/partition": last}, env, work / "daily_refresh.log",
-                        DAILY_REFRESH_CONFIG)
+                        DAILY_REFRESH_CONFIG) if daily else None
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
-    return {"dataset": dataset, "partitions": f"{first}..{last}", "grain": env["RECSYS_PARTITION_GRAIN"], "full_rebuild": full, "daily_refresh": daily,
-            "daily_share_of_full": round(daily["wall_s"] / full["wall_s"], 3), "work_dir": str(work) if keep else None}
+    return {"dataset": dataset, "partitions": f"{first}..{last}", "grain": env["RECSYS_PARTITION_GRAIN"],
+            "full_rebuild": full, "daily_refresh": daily, "evaluation": evaluation,
+            "daily_share_of_full": round(daily["wall_s"] / full["wall_s"], 3) if daily else None,
+            "work_dir": str(work) if keep else None}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--datasets", nargs="+", default=["movielens-100k", "movielens-latest-small"])
+    parser.add_argument("--daily", nargs="*", default=["movielens-100k"], help="datasets that also get a daily_refresh")
     parser.add_argument("--keep", action="store_true", help="keep the temporary homes and logs")
     args = parser.parse_args()
     data_dir = os.environ.get("RECSYS_DATA_DIR")
-    results = [bench_dataset(d, data_dir, args.keep) for d in args.datasets]
+    results = [bench_dataset(d, data_dir, args.keep, d in args.daily) for d in args.datasets]
     rows = []
     for r in results:
-        for job in ("full_rebuild", "daily_refresh"):
+        for job in [j for j in ("full_rebuild", "daily_refresh") if r[j]]:
             rows.append({"dataset": r["dataset"], "job": job, "wall s": r[job]["wall_s"],
                          "peak RSS MB": r[job]["peak_rss_mb"],
                          "share of full": r["daily_share_of_full"] if job == "daily_refresh" else 1.0})
     print_table(rows, "end to end (dagster job execute, empty home, in-process executor)")
     for r in results:
-        steps = [{"step": k, **{job: r[job]["steps_s"].get(k, "") for job in ("full_rebuild", "daily_refresh")}}
-                 for k in r["full_rebuild"]["steps_s"]]
+        steps = [{"step": k, **{job: r[job]["steps_s"].get(k, "") for job in ("full_rebuild", "daily_refresh")
+                                if r[job]}} for k in r["full_rebuild"]["steps_s"]]
         print_table(steps, f"{r['dataset']}: seconds per step")
     write_json("e2e", {"results": results, "targets": {"ml100k_full_rebuild_s": 300, "daily_share": 0.2}})
 

@@ -18,6 +18,7 @@ from benchmarks.common import median, print_table, write_json
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--items", type=int, default=600, help="first N items of the catalogue (0: all)")
     args = parser.parse_args()
     from sentence_transformers import SentenceTransformer
 
@@ -33,6 +34,8 @@ def main() -> None:
     conn = duckdb.connect(load_settings().warehouse, read_only=True)
     items = conn.execute("SELECT * FROM items ORDER BY item_id").df()
     conn.close()
+    if args.items:
+        items = items.head(args.items)
     texts = item_texts(items).tolist()
     encoder = TextEncoder(EncoderConfig())
     plain = SentenceTransformer(resolve_model_path("all-MiniLM-L6-v2"), device=encoder.device)
