@@ -35,8 +35,12 @@ def pooled_user_embeddings(
     np.maximum.at(last, u, ts)
     age_days = (last[u] - ts) / 86400.0
     w = np.power(2.0, -age_days / half_life_days)
-    out = np.zeros((len(users), item_emb.shape[1]), dtype=np.float64)
-    np.add.at(out, u, item_emb[frame["i"].to_numpy(np.int64)] * w[:, None])
+    # sparse (users x items) weights @ item embeddings: memory O(interactions + users x dim),
+    # not O(interactions x dim) (13 GB at 5M interactions)
+    from scipy.sparse import csr_matrix
+
+    weights = csr_matrix((w, (u, frame["i"].to_numpy(np.int64))), shape=(len(users), len(item_emb)))
+    out = np.asarray(weights @ item_emb.astype(np.float64))
     norm = np.linalg.norm(out, axis=1, keepdims=True)
     out = out / np.maximum(norm, 1e-12)
     counts = np.bincount(u, minlength=len(users))
