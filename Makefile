@@ -53,7 +53,7 @@ warehouse: venv
 		--partition-range "$$($(BIN)/python -m recsys_dagster.cli span)"
 	$(DAGSTER) asset materialize $(MODULE) --select 'knowledge_graph,item_text_embeddings'
 
-## Benchmarks: tables on stdout, JSON in benchmarks/results/, report in docs/BENCHMARKS.md (< 30 min on 2 cores).
+## Benchmarks: tables on stdout, JSON in benchmarks/results/, report in docs/BENCHMARKS.md (~36 min on 2 cores).
 bench: warehouse
 	$(BIN)/python -m benchmarks.bench_load_time
 	$(BIN)/python -m benchmarks.bench_text_encoder
