@@ -79,11 +79,11 @@ def replay(days: int = 1, day: str | None = None, reset: bool = False) -> list[s
     if reset and Path(s.landing).is_dir():
         shutil.rmtree(s.landing)
         print(f"emptied {s.landing}")
-    rows = landing.replay_days(dataset)
+    rows, lines = landing.replay_days(dataset), landing.source_lines(dataset)
     targets = [dt.date.fromisoformat(day)] if day else landing.next_days(dataset, s.landing, days, rows)
     landed = []
     for d in targets:
-        path = landing.land_day(dataset, s.landing, d, rows)
+        path = landing.land_day(dataset, s.landing, d, rows, lines)
         if path is None:
             print(f"{d}: no events in {dataset.name}; nothing landed")
             continue

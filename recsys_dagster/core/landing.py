@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from recsys_dagster.core.datasets.base import RAW_COLUMNS, Dataset
-from recsys_dagster.core.datasets.errors import DatasetError
+from recsys_dagster.core.datasets.reader import read_lines
 
 DAY_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 IN_FLIGHT_SUFFIXES = (".tmp", ".partial", ".part")
@@ -122,15 +122,10 @@ def read_landed(dataset: Dataset, landing_dir: str | Path, start: dt.date, end: 
     return pd.concat(frames, ignore_index=True)
 
 
-def _source_lines(dataset: Dataset) -> tuple[bytes | None, list[bytes]]:
-    path = dataset.interactions_path
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    lines = data.splitlines()
+def source_lines(dataset: Dataset) -> tuple[bytes | None, list[bytes]]:
+    """``(header line or None, every line)`` of the dataset's interaction file, numbered as
+    the reader numbers ``source_row``."""
+    lines = read_lines(dataset.interactions_path)
     if dataset.interactions_header:
         return (lines[0] if lines else None), lines
     return None, lines
@@ -146,18 +141,21 @@ def replay_days(dataset: Dataset) -> dict[dt.date, list[int]]:
 
 
 def land_day(dataset: Dataset, landing_dir: str | Path, day: dt.date,
-             rows: dict[dt.date, list[int]] | None = None) -> Path | None:
+             rows: dict[dt.date, list[int]] | None = None,
+             lines: tuple[bytes | None, list[bytes]] | None = None) -> Path | None:
     """Copy the source lines of ``day`` into ``landing_dir/day/<source file name>``.
 
     Written to a temporary name and renamed, so a watcher never sees half a file. Landing
     the same day again with the same content leaves the file untouched (the sensor does
     not fire twice). Returns the landed path, or None when the day has no events.
+    ``rows`` (:func:`replay_days`) and ``lines`` (:func:`source_lines`) may be passed to
+    land many days with one read of the source.
     """
     rows = replay_days(dataset) if rows is None else rows
     if day not in rows:
         return None
-    header, lines = _source_lines(dataset)
-    body = [lines[r - 1] for r in rows[day]]
+    header, all_lines = source_lines(dataset) if lines is None else lines
+    body = [all_lines[r - 1] for r in rows[day]]
     content = b"\n".join(([header] if header is not None else []) + body) + b"\n"
     folder = Path(landing_dir) / day.isoformat()
     folder.mkdir(parents=True, exist_ok=True)

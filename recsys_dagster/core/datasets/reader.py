@@ -28,6 +28,18 @@ def decode_line(raw: bytes, encoding: str) -> tuple[str, bool]:
         return raw.decode(encoding, errors="replace"), False
 
 
+def read_lines(path: str | Path) -> list[bytes]:
+    """The physical lines of ``path`` (UTF-8 BOM dropped); ``source_row`` N is ``lines[N - 1]``."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    return data.splitlines()
+
+
 def read_delimited(
     path: str | Path,
     columns: list[str],
@@ -51,13 +63,7 @@ def read_delimited(
     the data columns, ``raw_line`` and ``parse_error`` (None for well-formed lines).
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    lines = data.splitlines()
+    lines = read_lines(path)
     start = 0
     names = list(columns)
     if header:
