@@ -7,6 +7,7 @@ Everything environment-specific comes from :mod:`recsys_dagster.settings`; heavy
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dagster as dg
 
@@ -31,12 +32,14 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from recsys_dagster.defs.resources import (
         ComputeResource,
         DatasetResource,
+        ModelStoreResource,
         TextEncoderResource,
         WarehouseResource,
     )
     from recsys_dagster.defs.schedules import build_refresh_schedule
     from recsys_dagster.defs.sensors import build_failure_sensor, build_landing_sensor
     from recsys_dagster.defs.training import gnn_model
+    from recsys_dagster.defs.tuning import model_hyperparameters
 
     dataset = DatasetResource.from_settings(settings)
     span = open_dataset(
@@ -46,14 +49,19 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     partitions_def = event_partitions(span, settings.partitions_end, settings.partition_grain)
     jobs = build_jobs(partitions_def)
     assets = [items, users, *build_ingestion_assets(partitions_def), knowledge_graph,
-              item_text_embeddings, user_behavior_embeddings, gnn_model, evaluation_metrics, fused_recommendations]
+              item_text_embeddings, user_behavior_embeddings, gnn_model, evaluation_metrics, fused_recommendations, model_hyperparameters]
     return dg.Definitions(
         assets=assets,
         asset_checks=[*INGESTION_CHECKS, *KG_CHECKS, *EMBEDDING_CHECKS, fused_model_quality_gate,
                       recommendations_are_valid],
         jobs=list(jobs.values()),
         schedules=[build_refresh_schedule(jobs["daily_refresh"], partitions_def, settings.refresh_cron,
-                                          settings.timezone, settings.source, settings.landing)],
+                                          settings.timezone, settings.source, settings.landing),
+                   dg.ScheduleDefinition(name="weekly_tuning_schedule", job=jobs["tune_hyperparameters"],
+                                         cron_schedule="0 4 * * 0", execution_timezone=settings.timezone,
+                                         default_status=dg.DefaultScheduleStatus.STOPPED,
+                                         description="Re-tune every model's hyperparameters on validation, "
+                                                     "Sundays 04:00 (turn on in the UI).")],
         sensors=[build_landing_sensor(jobs["ingest_interactions"], partitions_def, settings.source,
                                       settings.landing, settings.sensor_interval_s),
                  build_failure_sensor(settings.home)],
@@ -61,6 +69,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "dataset": dataset,
             "warehouse": WarehouseResource(database=settings.warehouse),
             "compute": ComputeResource(device=settings.device),
+            "model_store": ModelStoreResource(root=str(Path(settings.home) / "models" / "gnn_model")),
             "text_encoder": TextEncoderResource(model=settings.text_model),
             # EnvVar: the UI's resource panel shows the variable's name, never a URI with credentials
             "mlflow_tracking": MLflowResource(

@@ -1,5 +1,7 @@
 """Evaluation and fused recommendations end to end on synthetic data, plus cold start."""
 
+from pathlib import Path
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -29,8 +31,14 @@ def pipeline(tmp_path_factory):
     run_assets(defs, "knowledge_graph,item_text_embeddings,user_behavior_embeddings")
     run_assets(defs, "gnn_model", run_config={"ops": {"gnn_model": {"config": TINY_TRAIN}}})
     result = run_assets(defs, "evaluation_metrics,fused_recommendations", run_config={"ops": {
-        "evaluation_metrics": {"config": {"baseline_max_epochs": 6, "protocols": ["A", "B", "cold_item"], "ablations": True}}}})
+        "evaluation_metrics": {"config": {"protocols": ["A", "A_recbole", "B", "cold_item"], "ablations": True}}}})
     return settings, defs, result
+
+
+def _store(settings):
+    from recsys_dagster.core.model_store import ModelStore
+
+    return ModelStore(Path(settings.home) / "models" / "gnn_model")
 
 
 def _q(settings, sql, params=()):
@@ -45,24 +53,29 @@ def test_evaluation_has_every_model_and_protocol(pipeline):
     settings, _, result = pipeline
     rows = _q(settings, "SELECT * FROM evaluation_metrics")
     a = set(rows.loc[rows.protocol == "A", "model"])
-    assert {"pop", "itemknn", "mf", "lightgcn", "text_knn", "kgtextgnn", "fused", "kgtextgnn_no_kg",
+    assert {"pop", "itemknn", "ease", "mf", "lightgcn", "text_knn", "kgtextgnn", "fused", "kgtextgnn_no_kg",
             "kgtextgnn_no_text"} <= a
-    assert {"A", "B", "cold_item"} <= set(rows.protocol)
+    assert {"A", "A_recbole", "B", "cold_item"} <= set(rows.protocol)
+    recbole = set(rows.loc[rows.protocol == "A_recbole", "model"])
+    assert {"pop", "itemknn", "ease", "mf", "lightgcn", "kgtextgnn", "fused"} <= recbole
+    # every row names its split and the hyperparameters the model ran with
+    assert rows.split_fingerprint.str.startswith("hash-").all() and rows.run_id.nunique() == 1
+    ease = rows[(rows.protocol == "A") & (rows.model == "ease")].params.iloc[0]
+    assert "lam" in ease
     assert {"random", "attribute_knn", "kgtextgnn", "fused"} <= set(rows.loc[rows.protocol == "cold_item", "model"])
     assert {"all", "cold_users", "warm_users"} <= set(rows.slice)
     assert {"coverage", "avg_popularity", "ndcg", "recall", "mrr", "hit", "precision"} <= set(rows.metric)
     ndcg = rows[(rows.metric == "ndcg") & (rows.slice == "all")].value
     assert ndcg.between(0, 1).all()
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert "fused_model_quality_gate" in checks
+    assert checks["fused_model_quality_gate"], _store(settings).latest().gate
+    assert _store(settings).published().version == rows.model_version.iloc[0]
 
 
 def test_recommendations_are_complete_unseen_and_explained(pipeline):
     settings, _, result = pipeline
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    if not checks.get("fused_model_quality_gate"):
-        pytest.skip("quality gate failed on this tiny synthetic run; recommendations were (correctly) not published")
-    assert checks["recommendations_are_valid"]
+    assert checks["fused_model_quality_gate"] and checks["recommendations_are_valid"]
     recs = _q(settings, "SELECT * FROM fused_recommendations")
     n_users = _q(settings, "SELECT count(DISTINCT user_id) n FROM cleaned_interactions").n[0]
     assert len(recs) == 20 * n_users
@@ -74,20 +87,16 @@ def test_recommendations_are_complete_unseen_and_explained(pipeline):
 
 
 def test_cold_item_with_matching_description_is_recommended(pipeline):
-    from pathlib import Path
-
     from recsys_dagster.core.explain import item_entity_lists
-    from recsys_dagster.core.recommend import explain_context, recommend_all
+    from recsys_dagster.core.recommend import explain_context, load_production_scorer, recommend_all
     from recsys_dagster.core.training_data import read_tables
-    from recsys_dagster.defs.recommendations import load_production_scorer
-    from recsys_dagster.defs.training import latest_weights
 
     settings, _, _ = pipeline
     conn = duckdb.connect(settings.warehouse, read_only=True)
     tables = read_tables(conn)
     titles = conn.execute("SELECT item_id, title FROM items").df().set_index("item_id")["title"]
     conn.close()
-    scorer, data, positives, _ = load_production_scorer(tables, latest_weights(str(Path(settings.warehouse).parent)),
+    scorer, data, positives, _ = load_production_scorer(tables, _store(settings).require_published(),
                                                         {"alpha": 1.0, "beta": 1.0})
     assert "i_new" in set(data.item_ids) and "i_new" not in set(positives.item_id)
     ctx = explain_context(scorer, titles.reindex(data.item_ids).to_numpy(),
@@ -105,21 +114,21 @@ def test_cold_item_with_matching_description_is_recommended(pipeline):
 
 
 def test_unknown_user_from_items_or_text(pipeline):
-    from pathlib import Path
-
     from recsys_dagster.core.explain import item_entity_lists
-    from recsys_dagster.core.recommend import explain_context, recommend_for_new_user
+    from recsys_dagster.core.recommend import (
+        explain_context,
+        load_production_scorer,
+        recommend_for_new_user,
+    )
     from recsys_dagster.core.text import EncoderConfig, TextEncoder
     from recsys_dagster.core.training_data import read_tables
-    from recsys_dagster.defs.recommendations import load_production_scorer
-    from recsys_dagster.defs.training import latest_weights
 
     settings, _, _ = pipeline
     conn = duckdb.connect(settings.warehouse, read_only=True)
     tables = read_tables(conn)
     items = conn.execute("SELECT item_id, title, genres FROM items").df()
     conn.close()
-    scorer, data, _, _ = load_production_scorer(tables, latest_weights(str(Path(settings.warehouse).parent)))
+    scorer, data, _, _ = load_production_scorer(tables, _store(settings).require_published())
     titles = items.set_index("item_id")["title"].reindex(data.item_ids).to_numpy()
     ctx = explain_context(scorer, titles, item_entity_lists(data.n_items, {i: n for n, i in enumerate(data.item_ids)},
                                                              tables.entities, tables.relations, tables.triples))
@@ -133,3 +142,26 @@ def test_unknown_user_from_items_or_text(pipeline):
     by_text = recommend_for_new_user(scorer, data, ctx, profile_embedding=profile, k=10)
     assert (genre[by_text.item_id] == "cooking").mean() >= 0.5
     assert (by_text.reason == "matches your description").all()
+
+
+def test_a_version_that_fails_the_gate_is_never_served(pipeline):
+    """A newer version whose gate fails (floor set above any reachable NDCG) blocks the
+    recommendations of its run, is not published, and a later recommendations run alone
+    still serves the previously published version."""
+    settings, defs, _ = pipeline
+    store = _store(settings)
+    served = store.require_published().version
+    run_assets(defs, "gnn_model", run_config={"ops": {"gnn_model": {"config": TINY_TRAIN}}})
+    failing = store.latest().version
+    assert failing != served
+    result = run_assets(defs, "evaluation_metrics,fused_recommendations", raise_on_error=False, run_config={"ops": {
+        "evaluation_metrics": {"config": {"protocols": ["A"], "min_ndcg": 1.0}}}})
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["fused_model_quality_gate"].passed
+    assert "floor" in checks["fused_model_quality_gate"].metadata["failures"].value
+    assert not result.asset_materializations_for_node("fused_recommendations")
+    assert store.published().version == served and store.get(failing).gate["passed"] is False
+    alone = run_assets(defs, "fused_recommendations").asset_materializations_for_node("fused_recommendations")[0]
+    assert alone.metadata["model_version"].value == served
+    recs = _q(settings, "SELECT DISTINCT model_version FROM fused_recommendations")
+    assert failing not in set(recs.model_version)

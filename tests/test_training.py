@@ -128,7 +128,7 @@ def test_sigkill_mid_materialization_resumes_on_rematerialization(warehouse, tmp
     import yaml
 
     from recsys_dagster.core.training_data import data_for_split, make_split, read_tables
-    from recsys_dagster.defs.training import TrainingConfig, models_dir
+    from recsys_dagster.defs.training import TrainingConfig
     from tests.conftest import ROOT
 
     settings, defs = warehouse
@@ -140,7 +140,7 @@ def test_sigkill_mid_materialization_resumes_on_rematerialization(warehouse, tmp
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text().replace("data/dagster", str(home / "s")))
     env = {**os.environ, "DAGSTER_HOME": str(home), "RECSYS_DATASET": settings.dataset, "RECSYS_HOME": settings.home,
            "RECSYS_WAREHOUSE": settings.warehouse, "RECSYS_DEVICE": "cpu"}
-    ckpt = models_dir(settings.home) / "checkpoint.pt"
+    ckpt = Path(settings.home) / "models" / "gnn_model" / "checkpoint.pt"
     ckpt.unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "recsys_dagster.definitions",
                              "--select", "gnn_model", "-c", str(tmp_path / "run.yaml")], cwd=ROOT, env=env,

@@ -2,13 +2,18 @@
 
 Protocols (see :mod:`recsys_dagster.core.splits`):
 
-* ``A`` — RecBole-comparable per-user random 8:1:1, full ranking over all items, train
-  items masked (train + valid at test).
+* ``A`` — 8:1:1 by a seeded hash of each (user, item) pair (a pair never changes part as
+  data grows, so warm-started models are graded leak-free), full ranking over all items,
+  train items masked (train + valid at test).
+* ``A_recbole`` — RecBole's per-user random 8:1:1 with the same seed, every model trained
+  in the run: the numbers to put beside RecBole's.
 * ``B`` — temporal: train on days before the cutoff, validate on the next days, test after.
 * ``cold_item`` — a share of items has no training interactions; ranking among those
   items only (warm items would otherwise fill every list).
 
-Rows: ``(protocol, model, slice, metric, k, value)``; slices ``all``, ``cold_users`` (the
+Peers: Pop, ItemKNN and EASE (tuned on validation in every run), MF-BPR and LightGCN (tuned
+settings from :mod:`recsys_dagster.core.tuning`, the same epoch budget and early stopping as
+the main model), text kNN. Rows: ``(protocol, model, params, slice, metric, k, value)``; slices ``all``, ``cold_users`` (the
 ``cold_user_share`` of test users with the fewest training interactions), ``warm_users``; plus ``coverage`` (share
 of items in any top-K list) and ``avg_popularity`` (mean train popularity of recommended
 items: lower is more novel).
@@ -16,6 +21,7 @@ items: lower is more novel).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field, replace
 
@@ -25,13 +31,20 @@ import torch
 from recsys_dagster.core.metrics import full_ranking
 from recsys_dagster.core.train import TrainConfig, train
 
-ROW_COLUMNS = ["protocol", "model", "slice", "metric", "k", "value"]
+ROW_COLUMNS = ["protocol", "model", "params", "slice", "metric", "k", "value"]
+#: Models that are the platform's own (the main model, its ablations, the fusion); every
+#: other model in a run is a peer.
+OWN_MODELS = ("kgtextgnn", "fused", "kgtextgnn_no_kg", "kgtextgnn_no_text", "kgtextgnn_no_kg_no_text")
 
 
 @dataclass
 class EvalConfig:
+    """``train`` is the main model's config; its ``max_epochs``/``min_epochs``/``patience``
+    are the epoch budget and early stopping of *every* model trained in the evaluation, and
+    its split spec defines protocol A. ``hyperparameters`` holds each model's tuned settings
+    (:func:`recsys_dagster.core.tuning.resolve`)."""
+
     train: TrainConfig = field(default_factory=TrainConfig)
-    baseline_max_epochs: int = 100
     ks: tuple[int, ...] = (10, 20)
     cold_user_share: float = 0.2
     protocols: tuple[str, ...] = ("A", "B", "cold_item")
@@ -40,6 +53,13 @@ class EvalConfig:
     temporal_train_share: float = 0.8
     cold_item_share: float = 0.1
     fusion_betas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+    hyperparameters: dict = field(default_factory=dict)
+    tune_closed_form: bool = True  # tune ItemKNN and EASE on each protocol's validation part
+
+    def params(self, name: str) -> dict:
+        from recsys_dagster.core.tuning import DEFAULTS
+
+        return dict(self.hyperparameters.get(name) or DEFAULTS.get(name, {}))
 
 
 @dataclass
@@ -47,6 +67,7 @@ class ProtocolResult:
     rows: list = field(default_factory=list)
     fusion: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)  # "protocol/model" -> chosen hyperparameters
 
 
 def _embeddings(model, data):
@@ -62,54 +83,60 @@ def scorer_of(model, data):
 
 
 def add_rows(result: ProtocolResult, protocol: str, name: str, score_fn, data, config: EvalConfig,
-             candidates: np.ndarray | None = None) -> dict:
+             candidates: np.ndarray | None = None, params: dict | None = None, device: str = "cpu") -> dict:
     """Test metrics for one scorer, with slices, coverage and popularity of recommendations."""
     ks = config.ks
     n_items = data.n_items
     fn = score_fn
     if candidates is not None:
-        mask = torch.full((n_items,), -torch.inf)
-        mask[torch.as_tensor(candidates)] = 0.0
+        mask = torch.full((n_items,), -torch.inf, device=device)
+        mask[torch.as_tensor(candidates, device=device)] = 0.0
 
         def fn(ub, base=score_fn):
             return base(ub) + mask
 
+    p = json.dumps(params or {}, sort_keys=True)
+    result.params[f"{protocol}/{name}"] = params or {}
     exclude = data.train_plus_valid_csr()
-    means, users, per_user = full_ranking(fn, data.test_csr, exclude, n_items, ks=ks, return_per_user=True)
+    means, users, per_user = full_ranking(fn, data.test_csr, exclude, n_items, ks=ks, return_per_user=True,
+                                          device=device)
     train_counts = np.diff(data.train_csr[0])[users]
     cold = train_counts <= np.quantile(train_counts, config.cold_user_share) if len(train_counts) else train_counts > 0
     for metric, value in means.items():
         m, k = metric.split("@")
-        result.rows.append((protocol, name, "all", m, int(k), float(value)))
+        result.rows.append((protocol, name, p, "all", m, int(k), float(value)))
         for slice_name, sel in (("cold_users", cold), ("warm_users", ~cold)):
             if sel.any():
-                result.rows.append((protocol, name, slice_name, m, int(k), float(per_user[metric][sel].mean())))
+                result.rows.append((protocol, name, p, slice_name, m, int(k), float(per_user[metric][sel].mean())))
     from recsys_dagster.core.fusion import top_k
 
     pop = np.bincount(data.train_items, minlength=n_items)
     for k in ks:
-        top, _ = top_k(fn, users, exclude, n_items, k)
+        top, _ = top_k(fn, users, exclude, n_items, k, device=device)
         denom = len(candidates) if candidates is not None else n_items
-        result.rows.append((protocol, name, "all", "coverage", k, float(len(np.unique(top)) / max(denom, 1))))
-        result.rows.append((protocol, name, "all", "avg_popularity", k, float(pop[top].mean()) if top.size else 0.0))
+        result.rows.append((protocol, name, p, "all", "coverage", k, float(len(np.unique(top)) / max(denom, 1))))
+        result.rows.append((protocol, name, p, "all", "avg_popularity", k, float(pop[top].mean()) if top.size else 0.0))
     return means
 
 
 def _train(data, config: TrainConfig, log):
     t0 = time.perf_counter()
     res = train(data, config, log=lambda m: None)
-    log(f"trained {config.model} (text={config.use_text}, kg={config.use_kg}): best epoch {res.best_epoch}, "
-        f"valid ndcg@10 {res.best_valid['ndcg@10']:.4f}, {time.perf_counter() - t0:.1f}s")
+    log(f"trained {config.model} (lr={config.lr}, reg={config.reg_weight}, text={config.use_text}, kg={config.use_kg}): "
+        f"best epoch {res.best_epoch}, valid ndcg@10 {res.best_valid['ndcg@10']:.4f}, {time.perf_counter() - t0:.1f}s")
     return res.model, time.perf_counter() - t0
 
 
 def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_entities=None, log=print) -> ProtocolResult:
     """All models of one protocol on ``data`` (a :class:`TrainData`)."""
-    from recsys_dagster.core.baselines import AttributeKNN, ItemKNN, PopScorer, TextKNN
+    from recsys_dagster.core.baselines import AttributeKNN, PopScorer, TextKNN
     from recsys_dagster.core.fusion import FusedScorer, FusionWeights, tune_fusion
+    from recsys_dagster.core.text import resolve_device
+    from recsys_dagster.core.tuning import closed_form_scorer, trained_config, tune_closed_form
 
+    device = resolve_device(config.train.device)
     result = ProtocolResult()
-    base = replace(config.train, max_epochs=min(config.train.max_epochs, config.baseline_max_epochs))
+    base = config.train
     candidates = None
     if protocol == "cold_item":
         has_train = np.bincount(data.train_items, minlength=data.n_items) > 0
@@ -117,43 +144,53 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         if len(candidates) == 0:
             return result
 
-    def run(name, fn):
+    def run(name, fn, params=None):
         t0 = time.perf_counter()
-        means = add_rows(result, protocol, name, fn, data, config, candidates)
+        means = add_rows(result, protocol, name, fn, data, config, candidates, params, device)
         result.seconds[f"eval_{name}"] = time.perf_counter() - t0
         log(f"[{protocol}] {name}: ndcg@10 {means.get('ndcg@10', 0):.4f} recall@10 {means.get('recall@10', 0):.4f}")
 
     if protocol == "cold_item":
         g = torch.Generator().manual_seed(config.train.seed)
-        rand = torch.rand(data.n_users, data.n_items, generator=g)
+        rand = torch.rand(data.n_users, data.n_items, generator=g).to(device)
         run("random", lambda ub: rand[ub])
         if item_entities is not None:
             run("attribute_knn", AttributeKNN(item_entities, data.train_csr, data.n_items))
     else:
         run("pop", PopScorer(data.train_items, data.n_items))
-        run("itemknn", ItemKNN(data.train_csr, data.n_items))
+        for name in ("itemknn", "ease"):
+            t0 = time.perf_counter()
+            if config.tune_closed_form:
+                scorer, params, _ = tune_closed_form(name, data, device=device)
+            else:
+                params = config.params(name)
+                scorer = closed_form_scorer(name, data, params, device)
+            result.seconds[f"fit_{name}"] = time.perf_counter() - t0
+            run(name, scorer, params)
     if data.user_text is not None and data.item_text is not None:
         run("text_knn", TextKNN(data.user_text, data.item_text))
-    if protocol == "A":
-        for name in (n for n in ("mf", "lightgcn") if n in config.trained_baselines):
-            model, secs = _train(data, replace(base, model=name), log)
-            result.seconds[f"train_{name}"] = secs
-            run(name, scorer_of(model, data))
-    elif protocol == "B" and "lightgcn" in config.trained_baselines:
-        model, secs = _train(data, replace(base, model="lightgcn"), log)
-        result.seconds["train_lightgcn"] = secs
-        run("lightgcn", scorer_of(model, data))
+    trained = [n for n in ("mf", "lightgcn") if n in config.trained_baselines]
+    if protocol == "B":
+        trained = [n for n in trained if n == "lightgcn"]
+    elif protocol == "cold_item":
+        trained = []
+    for name in trained:
+        params = config.params(name)
+        model, secs = _train(data, trained_config(base, name, params), log)
+        result.seconds[f"train_{name}"] = secs
+        run(name, scorer_of(model, data), params)
+    main_params = {"lr": base.lr, "reg_weight": base.reg_weight}
     if main_model is None:
         main_model, secs = _train(data, replace(base, model="kgtextgnn"), log)
         result.seconds["train_kgtextgnn"] = secs
-    run("kgtextgnn", scorer_of(main_model, data))
+    run("kgtextgnn", scorer_of(main_model, data), main_params)
     if protocol == "A" and config.ablations:
         for name, changes in (("kgtextgnn_no_kg", {"use_kg": False}), ("kgtextgnn_no_text", {"use_text": False}),
                               ("kgtextgnn_no_kg_no_text", {"use_kg": False, "use_text": False})):
             sub = _rebuild(data, **changes)
             model, secs = _train(sub, replace(base, model="kgtextgnn", **changes), log)
             result.seconds[f"train_{name}"] = secs
-            run(name, scorer_of(model, sub))
+            run(name, scorer_of(model, sub), main_params)
     users, items = _embeddings(main_model, data)
     counts = torch.as_tensor(np.diff(data.train_csr[0]))
     pop = torch.as_tensor(np.bincount(data.train_items, minlength=data.n_items))
@@ -162,11 +199,12 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
     scorer = FusedScorer(users, items, ut, it, counts, pop, FusionWeights())
     if it is not None:
         weights, grid = tune_fusion(
-            scorer, lambda fn: full_ranking(fn, data.valid_csr, data.train_csr, data.n_items, ks=(10,))["ndcg@10"],
+            scorer, lambda fn: full_ranking(fn, data.valid_csr, data.train_csr, data.n_items, ks=(10,),
+                                            device=device)["ndcg@10"],
             config.fusion_betas)
         scorer.weights = weights
         result.fusion = {"alpha": weights.alpha, "beta": weights.beta, "grid": grid}
-    run("fused", scorer)
+    run("fused", scorer, {**main_params, **{k: v for k, v in result.fusion.items() if k != "grid"}})
     return result
 
 
@@ -184,9 +222,12 @@ def _rebuild(data, use_kg: bool = True, use_text: bool = True):
 def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=print) -> ProtocolResult:
     """Every protocol in ``config.protocols`` on the warehouse ``tables``.
 
-    ``main_model_for(data)`` may return an already trained main model for protocol A (the
-    ``gnn_model`` weights, same split); otherwise the main model is trained here. Step
-    timings are prefixed by protocol (``A_train_lightgcn``).
+    Protocols: ``A`` (the hash split of ``config.train``, stable as data grows),
+    ``A_recbole`` (RecBole's per-user shuffle with the same seed, every model trained in the
+    run), ``B`` (temporal) and ``cold_item``. ``main_model_for(data, split)`` may return an
+    already trained main model for protocol A (the published ``gnn_model`` weights, after
+    the caller has checked that they never trained on ``split``'s valid or test pairs);
+    otherwise the main model is trained here. Step timings are prefixed by protocol.
     """
     from recsys_dagster.core.explain import item_entity_lists
     from recsys_dagster.core.gnn_data import implicit_interactions
@@ -200,17 +241,24 @@ def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=prin
 
     cfg = config.train
     positives = implicit_interactions(tables.interactions, cfg.min_rating)
+    spec = cfg.split_spec()
     total = ProtocolResult()
 
     def collect(prefix: str, res: ProtocolResult) -> None:
         total.rows += res.rows
         total.seconds.update({f"{prefix}_{k}": v for k, v in res.seconds.items()})
-        total.fusion = total.fusion or res.fusion
+        total.params.update(res.params)
+        if prefix == "A" or not total.fusion:
+            total.fusion = res.fusion or total.fusion
 
     if "A" in config.protocols:
-        data = data_for_split(tables, random_split(positives, seed=cfg.split_seed), cfg)
-        main = main_model_for(data) if main_model_for is not None else None
+        split = spec.apply(positives)
+        data = data_for_split(tables, split, cfg)
+        main = main_model_for(data, split) if main_model_for is not None else None
         collect("A", run_protocol("A", data, config, main_model=main, log=log))
+    if "A_recbole" in config.protocols:
+        data = data_for_split(tables, random_split(positives, seed=spec.seed), cfg)
+        collect("A_recbole", run_protocol("A_recbole", data, replace(config, ablations=False), log=log))
     if "B" in config.protocols:
         split = temporal_split(positives, *temporal_cutoffs(positives, config.temporal_train_share))
         if len(split.valid) and len(split.test):
@@ -218,7 +266,8 @@ def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=prin
         else:
             log("protocol B skipped: the temporal split leaves no validation or test interactions")
     if "cold_item" in config.protocols:
-        split, _ = cold_item_split(positives, seed=cfg.split_seed)
+        split, _ = cold_item_split(positives, share=config.cold_item_share, seed=spec.seed,
+                                   base=spec.apply(positives))
         data = data_for_split(tables, split, cfg)
         ents = item_entity_lists(data.n_items, {i: n for n, i in enumerate(data.item_ids)},
                                  tables.entities, tables.relations, tables.triples)

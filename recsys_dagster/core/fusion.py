@@ -51,11 +51,19 @@ class FusedScorer:
                  weights: FusionWeights = FusionWeights()):
         import torch
 
+        anchor = next(t for t in (item_gnn, item_text) if t is not None)
+        device = anchor.device
+
+        def on(t):
+            return None if t is None else t.to(device)
+
+        user_gnn, item_gnn, user_text, item_text = on(user_gnn), on(item_gnn), on(user_text), on(item_text)
+        popularity = on(popularity)
         self.user_gnn, self.item_gnn = user_gnn, item_gnn
         if item_gnn is not None and item_text is not None:
             self.item_gnn = map_cold_items(item_gnn, item_text, popularity, weights.cold_item_threshold)
         self.user_text, self.item_text = user_text, item_text
-        self.n = n_interactions.float()
+        self.n = on(n_interactions).float()
         self.popularity = popularity
         self.pop_z = _z(torch.log1p(popularity.float()).unsqueeze(0))
         self.weights = weights
@@ -85,8 +93,9 @@ class FusedScorer:
         trust = self.trust(users)
         a_u = alpha * trust
         b_u = beta + alpha * (1 - trust)
+        users = users.to(self.n.device)
         score = torch.zeros((len(users), self.item_gnn.shape[0] if self.item_gnn is not None else self.item_text.shape[0]),
-                            device=users.device)
+                            device=self.n.device)
         if zg is not None:
             score = score + a_u * zg
         if zt is not None:
@@ -107,9 +116,10 @@ def map_cold_items(item_gnn, item_text, popularity, threshold: int, ridge: float
     warm = pop >= max(threshold, 1)
     if threshold <= 0 or warm.sum() < 2 or bool(warm.all()):
         return item_gnn
-    x = torch.cat([item_text.float(), torch.ones(len(item_text), 1)], dim=1)
+    dev = item_text.device
+    x = torch.cat([item_text.float(), torch.ones(len(item_text), 1, device=dev)], dim=1)
     xw, yw = x[warm], item_gnn[warm].float()
-    gram = xw.T @ xw + ridge * torch.eye(x.shape[1])
+    gram = xw.T @ xw + ridge * torch.eye(x.shape[1], device=dev)
     w = torch.linalg.solve(gram, xw.T @ yw)
     mapped = x @ w
     blend = torch.clamp(pop / threshold, max=1.0).unsqueeze(1)

@@ -8,8 +8,31 @@ import torch
 
 from recsys_dagster.core.explain import ExplainContext, explain_user
 from recsys_dagster.core.fusion import FusedScorer, FusionWeights, top_k
+from recsys_dagster.core.warehouse import columns_of
 
-REC_COLUMNS = ["user_id", "rank", "item_id", "score", "gnn_score", "text_score", "reason", "model_version", "generated_at"]
+REC_COLUMNS = columns_of("fused_recommendations")
+
+
+def load_production_scorer(tables, version, fusion_override: dict | None = None, cold_user_threshold: int = 5,
+                           device: str = "cpu"):
+    """A store :class:`~recsys_dagster.core.model_store.ModelVersion`'s weights on the graph
+    of *all* interactions (propagation sees the newest edges without retraining), fusion
+    weights from the version (tuned on validation), optionally overridden.
+
+    Returns ``(scorer, data, positives, fusion)``."""
+    from recsys_dagster.core.gnn_data import implicit_interactions
+    from recsys_dagster.core.splits import Split
+    from recsys_dagster.core.train import TrainConfig, load_weights
+    from recsys_dagster.core.training_data import data_for_split
+
+    cfg = TrainConfig.from_dict(version.manifest["config"])
+    positives = implicit_interactions(tables.interactions, cfg.min_rating)
+    data = data_for_split(tables, Split(positives, positives.iloc[:0], positives.iloc[:0], "all"), cfg)
+    model, _ = load_weights(version.weights, data, device)
+    fusion = {"alpha": 1.0, "beta": 0.0, **{k: v for k, v in version.fusion.items() if k in ("alpha", "beta")}}
+    fusion.update({k: v for k, v in (fusion_override or {}).items() if v is not None})
+    scorer = build_scorer(model, data, FusionWeights(fusion["alpha"], fusion["beta"], cold_user_threshold))
+    return scorer, data, positives, fusion
 
 
 def build_scorer(model, data, weights: FusionWeights) -> FusedScorer:

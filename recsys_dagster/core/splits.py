@@ -1,8 +1,14 @@
 """Evaluation protocols: how interactions are split into train / valid / test.
 
+* :func:`hash_split` — protocol A's split (the default): every (user, item) pair gets a
+  part from a seeded hash of its identity, 8:1:1. A pair never changes part when new days
+  arrive, so a model warm-started from yesterday's weights is never graded on a pair it
+  (or an ancestor) trained on. Valid/test keep the users who have training pairs.
 * :func:`random_split` — RecBole's per-user random split (``RS`` with ratios 8:1:1): each
   user's interactions are shuffled with a fixed seed and cut by ratio, so every user with
-  enough interactions appears in all three parts.
+  enough interactions appears in all three parts. Reported beside the hash split for
+  comparability with RecBole; it reshuffles when data grows, so nothing is warm-started
+  on it.
 * :func:`temporal_split` — train on days before ``cutoff``, valid/test on the days after
   (matches the daily partitions: what a daily refresh actually faces).
 * :func:`cold_item_split` — a share of items loses all its interactions from train
@@ -12,6 +18,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +35,76 @@ class Split:
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
+
+
+SPLIT_METHODS = ("hash", "recbole")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """What defines a protocol-A split; its :attr:`fingerprint` travels with every model
+    version, and evaluation refuses weights trained on another split."""
+
+    method: str = "hash"
+    seed: int = 2020
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    min_rating: float | None = None
+
+    def __post_init__(self):
+        if self.method not in SPLIT_METHODS:
+            raise ValueError(f"split method {self.method!r}: expected one of {list(SPLIT_METHODS)}")
+
+    def as_dict(self) -> dict:
+        return {"method": self.method, "seed": self.seed, "ratios": list(self.ratios), "min_rating": self.min_rating}
+
+    @property
+    def fingerprint(self) -> str:
+        blob = json.dumps({"v": 1, **self.as_dict()}, sort_keys=True)
+        return f"{self.method}-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def apply(self, positives: pd.DataFrame) -> Split:
+        if self.method == "hash":
+            return hash_split(positives, self.ratios, self.seed)
+        return random_split(positives, self.ratios, self.seed)
+
+
+def _id_hashes(values: np.ndarray, salt: str) -> np.ndarray:
+    """A 64-bit BLAKE2b hash of every distinct id (as text), salted; stable across
+    processes, platforms and library versions (Python's ``hash`` and pandas' hashing are not
+    promised to be)."""
+    uniq, inverse = np.unique(np.asarray(values).astype(str), return_inverse=True)
+    h = np.fromiter((int.from_bytes(hashlib.blake2b(f"{salt}\x1f{v}".encode(), digest_size=8).digest(), "little")
+                     for v in uniq), dtype=np.uint64, count=len(uniq))
+    return h[inverse]
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: spreads every input bit over the output."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def pair_uniform(users: np.ndarray, items: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per (user, item), a pure function of the two ids and the seed."""
+    with np.errstate(over="ignore"):
+        h = _mix64(_id_hashes(users, f"u{seed}") ^ (_id_hashes(items, f"i{seed}") * np.uint64(0x9E3779B97F4A7C15)))
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def hash_split(interactions: pd.DataFrame, ratios=(0.8, 0.1, 0.1), seed: int = 2020) -> Split:
+    """Each (user, item) pair's part comes from :func:`pair_uniform`: below ``ratios[0]``
+    train, below ``ratios[0] + ratios[1]`` valid, else test. Adding interactions never moves
+    a pair. Valid/test rows of users without any training pair are left out (nothing to
+    rank from; they come back once the user has a training pair)."""
+    frame = interactions.reset_index(drop=True)
+    total = float(sum(ratios))
+    x = pair_uniform(frame["user_id"].to_numpy(), frame["item_id"].to_numpy(), seed)
+    part = np.where(x < ratios[0] / total, 0, np.where(x < (ratios[0] + ratios[1]) / total, 1, 2))
+    train = frame[part == 0]
+    known = frame["user_id"].isin(set(train["user_id"]))
+    return Split(train, frame[(part == 1) & known], frame[(part == 2) & known], name="hash")
 
 
 def recbole_split_sizes(n: np.ndarray, ratios=(0.8, 0.1, 0.1)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,12 +171,15 @@ def temporal_cutoffs(interactions: pd.DataFrame, train_share: float = 0.8, valid
 
 def cold_item_split(interactions: pd.DataFrame, share: float = 0.1, seed: int = 2020,
                     base: Split | None = None) -> tuple[Split, np.ndarray]:
-    """Remove every interaction of a random ``share`` of items from train/valid; test is
-    those items' interactions (restricted to users who keep some training data)."""
+    """Remove every interaction of a ``share`` of items (chosen by a seeded hash of the item
+    id, so an item keeps its role as data grows) from train/valid; test is those items'
+    interactions (restricted to users who keep some training data)."""
     items = np.sort(interactions["item_id"].unique())
-    rng = np.random.default_rng(seed)
-    cold = rng.choice(items, size=max(1, int(round(share * len(items)))), replace=False)
-    base = base or random_split(interactions, seed=seed)
+    x = pair_uniform(np.zeros(len(items), dtype=np.int64), items, seed + 7919)
+    cold = items[x < share]
+    if len(cold) == 0 and len(items):
+        cold = items[[int(np.argmin(x))]]
+    base = base or hash_split(interactions, seed=seed)
     is_cold = interactions["item_id"].isin(cold)
     train = base.train[~base.train["item_id"].isin(cold)]
     valid = base.valid[~base.valid["item_id"].isin(cold)]

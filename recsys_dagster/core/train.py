@@ -43,6 +43,7 @@ class TrainConfig:
     valid_metric: str = "ndcg@10"
     min_rating: float | None = None  # None: every interaction is a positive (protocol A)
     split_seed: int = 2020
+    split: str = "hash"  # hash (stable as data grows; protocol A) | recbole (per-user shuffle)
     max_seconds: float | None = None  # wall-clock cap; stops like early stopping
     window_days: int | None = None  # train on the last N days of interactions only (None: all)
 
@@ -53,6 +54,12 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training config keys {sorted(unknown)}")
         return cls(**values)
+
+    def split_spec(self):
+        """The :class:`~recsys_dagster.core.splits.SplitSpec` this model trains on."""
+        from recsys_dagster.core.splits import SplitSpec
+
+        return SplitSpec(self.split, self.split_seed, min_rating=self.min_rating)
 
 
 @dataclass

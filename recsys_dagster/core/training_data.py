@@ -8,7 +8,7 @@ import pandas as pd
 
 from recsys_dagster.core import warehouse as wh
 from recsys_dagster.core.gnn_data import TrainData, build_train_data, implicit_interactions
-from recsys_dagster.core.splits import Split, random_split
+from recsys_dagster.core.splits import Split
 
 
 @dataclass
@@ -46,8 +46,9 @@ def read_tables(conn, until: str | None = None, window_days: int | None = None) 
 
 
 def make_split(tables: WarehouseTables, config) -> Split:
+    """The protocol-A split of ``config`` (a TrainConfig) over the tables' positives."""
     positives = implicit_interactions(tables.interactions, config.min_rating)
-    return random_split(positives, seed=config.split_seed)
+    return config.split_spec().apply(positives)
 
 
 def data_for_split(tables: WarehouseTables, split: Split, config) -> TrainData:

@@ -36,6 +36,15 @@ SCHEMAS: dict[str, str] = {
         user_id VARCHAR, method VARCHAR, model_id VARCHAR, n_interactions BIGINT, embedding FLOAT[]""",
     "metadata_quarantine": """
         "table" VARCHAR, source_file VARCHAR, source_row BIGINT, raw_line VARCHAR, reason VARCHAR""",
+    "evaluation_metrics": """
+        run_id VARCHAR, model_version VARCHAR, split_fingerprint VARCHAR, protocol VARCHAR, model VARCHAR,
+        params VARCHAR, slice VARCHAR, metric VARCHAR, k INTEGER, value DOUBLE, created_at TIMESTAMP""",
+    "fused_recommendations": """
+        user_id VARCHAR, rank INTEGER, item_id VARCHAR, score DOUBLE, gnn_score DOUBLE, text_score DOUBLE,
+        reason VARCHAR, model_version VARCHAR, generated_at TIMESTAMP""",
+    "model_hyperparameters": """
+        model VARCHAR, params VARCHAR, valid_ndcg DOUBLE, trials VARCHAR, split_fingerprint VARCHAR,
+        tuned_at TIMESTAMP""",
 }
 
 
@@ -47,7 +56,14 @@ def columns_of(table: str) -> list[str]:
 
 
 def ensure_table(conn, table: str) -> None:
+    """Create the table, or add the columns a newer spec has to a table written by an older one."""
     conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({SCHEMAS[table]})")
+    have = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                                       [table]).fetchall()}
+    for part in SCHEMAS[table].split(","):
+        name = part.split()[0].strip('"')
+        if name not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {part.strip()}")
 
 
 def _select_list(table: str) -> str:
@@ -75,7 +91,7 @@ def replace_tables(
             else:
                 conn.execute(f"DELETE FROM {table} WHERE {where[0]}", where[1])
             conn.register("_incoming", frame[columns_of(table)])
-            conn.execute(f"INSERT INTO {table} SELECT {_select_list(table)} FROM _incoming")
+            conn.execute(f"INSERT INTO {table} ({_select_list(table)}) SELECT {_select_list(table)} FROM _incoming")
             conn.unregister("_incoming")
         conn.execute("COMMIT")
     except Exception:

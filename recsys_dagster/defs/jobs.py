@@ -2,9 +2,12 @@
 
 * ``ingest_interactions`` — the ingestion group for one day (what the landing sensor runs).
 * ``daily_refresh`` — one day's partition, then the knowledge graph, incremental text
-  embeddings (only new/changed texts are encoded), a warm-started GNN (few epochs), the
-  fast evaluation (protocol A: Pop, ItemKNN, text kNN, main, fused; the gate still guards
-  the recommendations) and fused recommendations.
+  embeddings (only new/changed texts are encoded), a GNN warm-started from the published
+  version on the same split (few epochs), the fast evaluation (protocol A: Pop, ItemKNN,
+  EASE, text kNN, MF-BPR trained fresh with its tuned settings and the full epoch budget,
+  main, fused; the gate decides what is published) and fused recommendations.
+* ``tune_hyperparameters`` — the ``model_hyperparameters`` asset (every model's grid on
+  validation); weekly by ``weekly_tuning_schedule`` (stopped by default) or on demand.
 * ``full_rebuild`` — everything from scratch over the whole partition range in one run
   (every partitioned asset has a single-run backfill policy): cold-started GNN, evaluation
   with ``evaluation_metrics``' defaults (protocol A with MF and LightGCN retrained, cold
@@ -20,8 +23,8 @@ GROUPS = ("ingestion", "knowledge_graph", "embeddings", "training", "evaluation"
 DAILY_REFRESH_CONFIG = {
     "ops": {
         "gnn_model": {"config": {"warm_start": True, "max_epochs": 20, "min_epochs": 3, "patience": 5}},
-        # the gate compares fused with Pop and with the previous evaluation; MF is retrained by full_rebuild
-        "evaluation_metrics": {"config": {"protocols": ["A"], "ablations": False, "trained_baselines": []}},
+        # the gate needs Pop and the tuned MF-BPR of this run; LightGCN is left to full_rebuild (time)
+        "evaluation_metrics": {"config": {"protocols": ["A"], "ablations": False, "trained_baselines": ["mf"]}},
     },
 }
 
@@ -35,6 +38,11 @@ EXECUTOR = dg.in_process_executor
 def build_jobs(partitions_def: dg.PartitionsDefinition) -> dict:
     everything = dg.AssetSelection.groups(*GROUPS)
     return {
+        "tune_hyperparameters": dg.define_asset_job(
+            "tune_hyperparameters", selection=dg.AssetSelection.groups("tuning"), executor_def=EXECUTOR,
+            description="Tune every model's hyperparameters on validation (slow: each trained model at each grid "
+                        "point); full_rebuild and daily_refresh read the cached choices.",
+            tags={"recsys/job": "tune"}),
         "ingest_interactions": dg.define_asset_job(
             "ingest_interactions", selection=dg.AssetSelection.groups("ingestion"), partitions_def=partitions_def,
             description="Catalogue, users and one day's raw + cleaned interactions (run by landing_sensor). "

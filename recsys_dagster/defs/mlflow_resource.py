@@ -54,6 +54,19 @@ class MLflowResource(dg.ConfigurableResource):
         with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
             yield run
 
+    def log_to_run(self, run_id: str | None, metrics: dict, record: dict | None = None,
+                   record_file: str = "evaluation.json") -> None:
+        """Add metrics (and a JSON record, e.g. the chosen hyperparameters) to an existing
+        run: evaluation results go to the training run of the version they grade. A record
+        rather than params: MLflow params cannot change, and a version may be re-evaluated."""
+        if not run_id:
+            return
+        mlflow, _ = self._client()
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics({k.replace("@", "_at_"): float(v) for k, v in metrics.items()})
+            if record:
+                mlflow.log_dict(record, record_file)
+
     def run_url(self, run) -> str:
         uri = redact(self.uri())
         base = uri if uri.startswith("http") else "http://127.0.0.1:5000"

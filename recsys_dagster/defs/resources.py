@@ -82,6 +82,17 @@ class DatasetResource(dg.ConfigurableResource):
         )
 
 
+class ModelStoreResource(dg.ConfigurableResource):
+    """The model store (:mod:`recsys_dagster.core.model_store`): versions, latest, published."""
+
+    root: str = Field(default="data/models/gnn_model", description="folder of the model versions")
+
+    def store(self):
+        from recsys_dagster.core.model_store import ModelStore
+
+        return ModelStore(self.root)
+
+
 class ComputeResource(dg.ConfigurableResource):
     """Where tensors live: ``auto`` picks CUDA when available (set RECSYS_DEVICE to force)."""
 

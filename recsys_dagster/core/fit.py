@@ -1,0 +1,59 @@
+"""Train one model version from warehouse tables and put it in the model store.
+
+The split comes from the config's :class:`~recsys_dagster.core.splits.SplitSpec`; a warm
+start continues from the published version (else the latest) only when it was trained on
+the same split, so the new version and all its ancestors share one train/valid/test
+assignment and none of them ever trained on a pair that is graded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from recsys_dagster.core.model_store import ModelStore, ModelVersion
+
+
+@dataclass
+class FitOutcome:
+    version: ModelVersion
+    result: object  # TrainResult
+    data: object  # TrainData
+    split_sizes: dict
+    parent: str | None
+
+
+def warm_start_parent(store: ModelStore, split_fingerprint: str, log: Callable[[str], None] = print) -> ModelVersion | None:
+    """The version to continue from: published, else latest, and only on the same split."""
+    for candidate in (store.published(), store.latest()):
+        if candidate is None:
+            continue
+        if candidate.split_fingerprint == split_fingerprint:
+            return candidate
+        log(f"warm start skipped: {candidate.version} was trained on split {candidate.split_fingerprint}, "
+            f"not {split_fingerprint}")
+    return None
+
+
+def fit_version(tables, config, store: ModelStore, warm_start: bool = False,
+                on_epoch: Callable[[dict], None] | None = None, log: Callable[[str], None] = print,
+                extra: dict | None = None) -> FitOutcome:
+    """Split, (warm-)train ``config.model`` with checkpoints under the store, save the version."""
+    import torch
+
+    from recsys_dagster.core.train import train
+    from recsys_dagster.core.training_data import data_for_split, make_split
+
+    spec = config.split_spec()
+    split = make_split(tables, config)
+    data = data_for_split(tables, split, config)
+    parent = warm_start_parent(store, spec.fingerprint, log) if warm_start else None
+    previous = torch.load(parent.weights, map_location="cpu", weights_only=True) if parent is not None else None
+    if parent is not None:
+        log(f"warm start from {parent.version}")
+    result = train(data, config, checkpoint_path=store.root / "checkpoint.pt", warm_start=previous,
+                   on_epoch=on_epoch, log=log)
+    version = store.save(result, data, split.train, {**spec.as_dict(), "fingerprint": spec.fingerprint},
+                         parent=parent.version if parent is not None else None,
+                         extra={"split_sizes": split.sizes(), **(extra or {})})
+    return FitOutcome(version, result, data, split.sizes(), parent.version if parent is not None else None)

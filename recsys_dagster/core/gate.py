@@ -1,0 +1,87 @@
+"""The quality gate that decides whether a model version may be published.
+
+It reads one evaluation run's rows only (protocol A, ``slice = all``, NDCG@10) and fails when
+
+* protocol A, the fused model or a required peer (Pop and the tuned MF-BPR by default) is
+  missing from the run: a gate that cannot compare does not pass;
+* fused does not beat every required peer;
+* fused is below the absolute floor ``min_ndcg``;
+* fused falls more than ``max_drop`` below the last *published* version on the same split
+  fingerprint (numbers on another split are not comparable, so they are not used).
+
+Its details name the best peer of the run (any model that is not the platform's own) and
+the gap to it, so a pass that only beats the weak peers is visible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from recsys_dagster.core.evaluation import OWN_MODELS
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    required_peers: tuple[str, ...] = ("pop", "mf")
+    min_ndcg: float = 0.02
+    max_drop: float = 0.05
+    protocol: str = "A"
+
+
+@dataclass
+class GateResult:
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+    fused: float | None = None
+    peers: dict[str, float] = field(default_factory=dict)
+    best_peer: str | None = None
+    previous: float | None = None
+
+    @property
+    def gap_to_best_peer(self) -> float | None:
+        if self.fused is None or self.best_peer is None or not self.peers[self.best_peer]:
+            return None
+        return self.fused / self.peers[self.best_peer] - 1.0
+
+    def details(self) -> dict:
+        return {"failures": "; ".join(self.failures) or "none", "fused_ndcg@10": self.fused,
+                "peers_ndcg@10": self.peers, "best_peer": self.best_peer,
+                "gap_to_best_peer": self.gap_to_best_peer, "previous_published_ndcg@10": self.previous}
+
+
+def ndcg_at_10(rows: pd.DataFrame, protocol: str = "A") -> dict[str, float]:
+    """``model -> NDCG@10`` of one run's rows (columns as ``evaluation_metrics``)."""
+    sel = rows[(rows["protocol"] == protocol) & (rows["slice"] == "all") & (rows["metric"] == "ndcg")
+               & (rows["k"] == 10)]
+    return {str(m): float(v) for m, v in zip(sel["model"], sel["value"], strict=True)}
+
+
+def quality_gate(rows: pd.DataFrame, previous_published: float | None = None,
+                 config: GateConfig = GateConfig()) -> GateResult:
+    """The verdict on one evaluation run's ``rows`` (see module docstring)."""
+    if "run_id" in rows and rows["run_id"].nunique() > 1:
+        return GateResult(False, [f"rows of {rows['run_id'].nunique()} evaluation runs given; the gate reads one run"])
+    scores = ndcg_at_10(rows, config.protocol)
+    peers = {m: v for m, v in scores.items() if m not in OWN_MODELS}
+    best = max(peers, key=peers.get) if peers else None
+    result = GateResult(False, [], scores.get("fused"), peers, best, previous_published)
+    if not scores:
+        result.failures.append(f"protocol {config.protocol} was not evaluated in this run")
+        return result
+    missing = [m for m in ("fused", *config.required_peers) if m not in scores]
+    if missing:
+        result.failures.append(f"missing from this run: {', '.join(missing)}")
+    fused = result.fused
+    if fused is not None:
+        for peer in config.required_peers:
+            if peer in scores and fused <= scores[peer]:
+                result.failures.append(f"fused {fused:.4f} <= {peer} {scores[peer]:.4f}")
+        if fused < config.min_ndcg:
+            result.failures.append(f"fused {fused:.4f} < floor {config.min_ndcg:.4f}")
+        if previous_published is not None and fused < (1 - config.max_drop) * previous_published:
+            result.failures.append(f"fused {fused:.4f} is more than {config.max_drop:.0%} below the last published "
+                                   f"version's {previous_published:.4f}")
+    result.passed = not result.failures
+    return result

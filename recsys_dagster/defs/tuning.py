@@ -1,0 +1,68 @@
+"""Hyperparameter tuning of every model on validation (on demand, and weekly by schedule).
+
+Slow (every trained model at every grid point), so it is not part of ``full_rebuild`` or
+``daily_refresh``: those read the cached choices from ``model_hyperparameters``.
+"""
+
+import time
+
+import dagster as dg
+from pydantic import Field
+
+from recsys_dagster.core import warehouse as wh
+from recsys_dagster.defs.resources import WAREHOUSE_POOL, ComputeResource, WarehouseResource
+
+TUNING_GROUP = "tuning"
+
+
+class TuningConfig(dg.Config):
+    models: list[str] = Field(default=["itemknn", "ease", "mf", "lightgcn", "kgtextgnn"],
+                              description="models to tune; each gets its grid from core.tuning.GRIDS")
+    split_seed: int = Field(default=2020, description="seed of the hash split whose validation part decides")
+    max_epochs: int = 300
+    min_epochs: int = 20
+    patience: int = 30
+
+
+@dg.asset(group_name=TUNING_GROUP, kinds={"pytorch", "duckdb"}, pool=WAREHOUSE_POOL,
+          deps=[dg.AssetDep("cleaned_interactions", partition_mapping=dg.AllPartitionMapping()),
+                "knowledge_graph", "item_text_embeddings"])
+def model_hyperparameters(context: dg.AssetExecutionContext, config: TuningConfig, warehouse: WarehouseResource,
+                          compute: ComputeResource) -> dg.MaterializeResult:
+    """The validation-best hyperparameters of every model, same grid effort for each: lr x
+    L2 weight for MF-BPR, LightGCN and the main KGTextGNN (same epoch budget and early
+    stopping), k x shrink for ItemKNN, λ for EASE. ``gnn_model`` and ``evaluation_metrics``
+    read the newest choice per model; every trial is kept."""
+    from recsys_dagster.core.train import TrainConfig
+    from recsys_dagster.core.training_data import data_for_split, make_split, read_tables
+    from recsys_dagster.core.tuning import (
+        CLOSED_FORM,
+        TRAINED,
+        tune_closed_form,
+        tune_trained,
+        tuning_rows,
+    )
+
+    t0 = time.perf_counter()
+    unknown = sorted(set(config.models) - set(TRAINED) - set(CLOSED_FORM))
+    if unknown:
+        raise dg.Failure(f"unknown models {unknown}: choose from {[*CLOSED_FORM, *TRAINED]}")
+    base = TrainConfig(device=compute.resolve(), split_seed=config.split_seed, max_epochs=config.max_epochs,
+                       min_epochs=config.min_epochs, patience=config.patience)
+    with warehouse.get_connection() as conn:
+        tables = read_tables(conn)
+    data = data_for_split(tables, make_split(tables, base), base)
+    choices = {}
+    for name in config.models:
+        if name in CLOSED_FORM:
+            _, params, trials = tune_closed_form(name, data, device=base.device)
+        else:
+            params, trials = tune_trained(name, data, base, log=context.log.info)
+        choices[name] = (params, trials)
+        context.log.info(f"{name}: {params}")
+    rows = tuning_rows(choices, base.split_spec().fingerprint)
+    with warehouse.get_connection() as conn:
+        wh.replace_tables(conn, {"model_hyperparameters": rows}, ("tuned_at = ?", [rows["tuned_at"].iloc[0]]))
+    return dg.MaterializeResult(metadata={
+        "chosen": dg.MetadataValue.md(rows[["model", "params", "valid_ndcg"]].to_markdown(index=False)),
+        "split_fingerprint": base.split_spec().fingerprint, "seconds": round(time.perf_counter() - t0, 1)})
