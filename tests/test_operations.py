@@ -183,13 +183,19 @@ def test_jobs_are_selected_by_group(tmp_path, synthetic_folder):
 
     _, defs = _defs(tmp_path, synthetic_folder)
     graph = defs.resolve_asset_graph()
-    every = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    every = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name != "tuning"}
+    tuning = {k.to_user_string() for k in graph.get_all_asset_keys()} - every
+    assert tuning == {"model_hyperparameters"}  # slow: its own job and weekly schedule, not the refreshes
+    assert {k.to_user_string() for k in
+            defs.resolve_job_def("tune_hyperparameters").asset_layer.selected_asset_keys} == tuning
     ingestion = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name == "ingestion"}
     assert {k.to_user_string() for k in defs.resolve_job_def("full_rebuild").asset_layer.selected_asset_keys} == every
     assert {k.to_user_string() for k in defs.resolve_job_def("daily_refresh").asset_layer.selected_asset_keys} == every
     assert {k.to_user_string() for k in
             defs.resolve_job_def("ingest_interactions").asset_layer.selected_asset_keys} == ingestion
     assert DAILY_REFRESH_CONFIG["ops"]["gnn_model"]["config"]["warm_start"] is True
+    # the refresh's gate needs the tuned MF-BPR of the same run
+    assert "mf" in DAILY_REFRESH_CONFIG["ops"]["evaluation_metrics"]["config"]["trained_baselines"]
     # training consumes every interaction partition (explicit AllPartitionMapping)
     dep = graph.get(dg.AssetKey("gnn_model"))
     assert isinstance(graph.get_partition_mapping(dep.key, dg.AssetKey("cleaned_interactions")), dg.AllPartitionMapping)

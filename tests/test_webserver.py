@@ -117,11 +117,13 @@ def test_dev_server_graph_schedule_sensor_materialization_and_backfills(tmp_path
         nodes = _gql(url, "{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
         groups = {n["assetKey"]["path"][0]: n["groupName"] for n in nodes}
         assert groups["cleaned_interactions"] == "ingestion" and groups["gnn_model"] == "training"
-        assert groups["fused_recommendations"] == "recommendations" and len(groups) == 10
+        assert groups["fused_recommendations"] == "recommendations" and len(groups) == 11
+        assert groups["model_hyperparameters"] == "tuning"
         schedules = _gql(url, """query($r: RepositorySelector!) { schedulesOrError(repositorySelector: $r) {
             ... on Schedules { results { name cronSchedule executionTimezone } } } }""", {"r": REPO})
-        assert schedules["schedulesOrError"]["results"] == [
-            {"name": "daily_refresh_schedule", "cronSchedule": "0 3 * * *", "executionTimezone": "UTC"}]
+        assert sorted(schedules["schedulesOrError"]["results"], key=lambda s: s["name"]) == [
+            {"name": "daily_refresh_schedule", "cronSchedule": "0 3 * * *", "executionTimezone": "UTC"},
+            {"name": "weekly_tuning_schedule", "cronSchedule": "0 4 * * 0", "executionTimezone": "UTC"}]
         sensors = _gql(url, """query($r: RepositorySelector!) { sensorsOrError(repositorySelector: $r) {
             ... on Sensors { results { name sensorState { status } } } } }""", {"r": REPO})
         states = {s["name"]: s["sensorState"]["status"] for s in sensors["sensorsOrError"]["results"]}
