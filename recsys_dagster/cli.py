@@ -40,7 +40,7 @@ def span(tags: bool = False, day: str | None = None) -> None:
 SUMMARY_TABLES = [
     "items", "users", "raw_interactions", "cleaned_interactions", "interactions_quarantine", "metadata_quarantine",
     "kg_entities", "kg_relations", "kg_triples", "text_embedding_cache", "item_text_embeddings",
-    "user_behavior_embeddings", "fused_recommendations", "evaluation_metrics",
+    "user_behavior_embeddings", "fused_recommendations", "evaluation_metrics", "model_hyperparameters",
 ]
 
 
@@ -62,7 +62,26 @@ def summary() -> None:
         ).fetchall()
         for reason, n in rows:
             print(f"  quarantined: {n:>8,}  {reason}")
+    if "evaluation_metrics" in existing:
+        run = conn.execute("SELECT run_id FROM evaluation_metrics ORDER BY created_at DESC LIMIT 1").fetchall()
+        if run:
+            ndcg = conn.execute("SELECT protocol, model, value FROM evaluation_metrics WHERE run_id = ? AND slice = 'all' "
+                                "AND metric = 'ndcg' AND k = 10 ORDER BY protocol, value DESC", [run[0][0]]).fetchall()
+            print("\nlatest evaluation, NDCG@10 (test):")
+            for protocol, model, value in ndcg:
+                print(f"  {protocol:<10}{model:<26}{value:.4f}")
     conn.close()
+    from pathlib import Path
+
+    from recsys_dagster.core.model_store import ModelStore
+
+    store = ModelStore(Path(s.home) / "models" / "gnn_model")
+    latest, published = store.latest(), store.published()
+    if latest is not None:
+        gate = latest.gate or {}
+        print(f"\nmodel versions: latest {latest.version} (gate: "
+              f"{'passed' if gate.get('passed') else gate.get('failures', 'not evaluated')}), "
+              f"published {published.version if published else 'none'}")
 
 
 def replay(days: int = 1, day: str | None = None, reset: bool = False) -> list[str]:

@@ -63,3 +63,21 @@ def synthetic_folder(tmp_path):
     from recsys_dagster.core.datasets.synthetic import generate
 
     return generate(tmp_path / "synthetic", n_users=60, n_items=40, n_interactions=900, days=5, seed=1)
+
+
+def synthetic_warehouse(tmp: Path, last_day: str, prepare=None, extra_assets: str = "", **generate_kw):
+    """A synthetic generic dataset ingested from 2024-01-01 through ``last_day``, with its KG and
+    item text embeddings (plus ``extra_assets``); ``prepare(folder)`` may edit the files first.
+    Returns ``(settings, defs)``."""
+    from recsys_dagster.core.datasets.synthetic import generate
+    from recsys_dagster.definitions import build_definitions
+
+    folder = generate(tmp / "synthetic", **generate_kw)
+    if prepare is not None:
+        prepare(folder)
+    settings = make_settings(tmp, str(folder))
+    defs = build_definitions(settings)
+    run_assets(defs, "items,users")
+    run_assets(defs, "raw_interactions,cleaned_interactions", partition_range=("2024-01-01", last_day))
+    run_assets(defs, ",".join(a for a in ("knowledge_graph,item_text_embeddings", extra_assets) if a))
+    return settings, defs

@@ -23,6 +23,10 @@ def _interactions(n_users=60, n_items=40, n=900, seed=0, day0=0):
 
 # ---- splits ---------------------------------------------------------------------------------
 
+def _pairs_of(frame):
+    return set(zip(frame.user_id, frame.item_id, strict=True))
+
+
 def _parts(split):
     return {(r.user_id, r.item_id): name for name, f in (("train", split.train), ("valid", split.valid),
                                                          ("test", split.test)) for r in f.itertuples()}
@@ -45,7 +49,7 @@ def test_hash_split_keeps_only_users_with_training_pairs_in_valid_and_test():
     split = hash_split(_interactions(n_users=300, n=600, seed=4), seed=1)
     known = set(split.train.user_id)
     assert set(split.valid.user_id) <= known and set(split.test.user_id) <= known
-    assert not set(zip(split.train.user_id, split.train.item_id)) & set(zip(split.test.user_id, split.test.item_id))
+    assert not _pairs_of(split.train) & _pairs_of(split.test)
 
 
 def test_split_fingerprint_names_the_definition_not_the_data():

@@ -9,8 +9,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from recsys_dagster.definitions import build_definitions
-from tests.conftest import make_settings, run_assets
+from tests.conftest import run_assets, synthetic_warehouse
 
 TINY = {"embedding_dim": 16, "batch_size": 256, "max_epochs": 6, "min_epochs": 1}
 LENIENT = {"protocols": ["A"], "trained_baselines": ["mf"], "required_peers": ["pop"], "min_ndcg": 0.0}
@@ -18,16 +17,10 @@ LENIENT = {"protocols": ["A"], "trained_baselines": ["mf"], "required_peers": ["
 
 @pytest.fixture(scope="module")
 def grown(tmp_path_factory):
-    from recsys_dagster.core.datasets.synthetic import generate
     from recsys_dagster.core.model_store import ModelStore
 
-    tmp = tmp_path_factory.mktemp("leak")
-    folder = generate(tmp / "synthetic", n_users=70, n_items=45, n_interactions=1800, days=6, seed=11)
-    settings = make_settings(tmp, str(folder))
-    defs = build_definitions(settings)
-    run_assets(defs, "items,users")
-    run_assets(defs, "raw_interactions,cleaned_interactions", partition_range=("2024-01-01", "2024-01-05"))
-    run_assets(defs, "knowledge_graph,item_text_embeddings")
+    settings, defs = synthetic_warehouse(tmp_path_factory.mktemp("leak"), "2024-01-05", n_users=70, n_items=45,
+                                         n_interactions=1800, days=6, seed=11)
     run_assets(defs, "gnn_model", run_config={"ops": {"gnn_model": {"config": TINY}}})
     run_assets(defs, "evaluation_metrics", run_config={"ops": {"evaluation_metrics": {"config": LENIENT}}})
     store = ModelStore(Path(settings.home) / "models" / "gnn_model")
@@ -43,8 +36,8 @@ def _pairs(frame):
 
 
 def test_new_test_pairs_were_never_trained_on_by_the_model_or_its_ancestors(grown):
-    from recsys_dagster.core.training_data import make_split, read_tables
     from recsys_dagster.core.train import TrainConfig
+    from recsys_dagster.core.training_data import make_split, read_tables
 
     settings, _, store, first, result = grown
     second = store.latest()
@@ -65,8 +58,8 @@ def test_new_test_pairs_were_never_trained_on_by_the_model_or_its_ancestors(grow
 
 
 def test_user_text_comes_from_training_interactions_only(grown):
-    from recsys_dagster.core.training_data import data_for_split, make_split, read_tables
     from recsys_dagster.core.train import TrainConfig
+    from recsys_dagster.core.training_data import data_for_split, make_split, read_tables
     from recsys_dagster.core.user_profiles import pooled_user_embeddings
 
     settings, _, store, _, _ = grown

@@ -7,28 +7,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_dagster.definitions import build_definitions
-from tests.conftest import make_settings, run_assets
+from tests.conftest import run_assets, synthetic_warehouse
 
 TINY_TRAIN = {"embedding_dim": 16, "batch_size": 256, "max_epochs": 8, "min_epochs": 1}
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    from recsys_dagster.core.datasets.synthetic import generate
+    def add_cold_item(folder):
+        items = pd.read_csv(folder / "items.csv")
+        # a brand-new item nobody has seen yet, described like the "space" items
+        cold = pd.DataFrame({"item_id": ["i_new"], "title": ["Starship Odyssey"], "year": [2024], "studio": ["studio1"],
+                             "genres": ["space"], "description": [items.loc[items.genres == "space", "description"].iloc[0]]})
+        pd.concat([items, cold]).to_csv(folder / "items.csv", index=False)
 
-    tmp = tmp_path_factory.mktemp("recs")
-    folder = generate(tmp / "synthetic", n_users=90, n_items=60, n_interactions=2500, days=6, seed=5)
-    items = pd.read_csv(folder / "items.csv")
-    # a brand-new item nobody has seen yet, described like the "space" items
-    cold = pd.DataFrame({"item_id": ["i_new"], "title": ["Starship Odyssey"], "year": [2024], "studio": ["studio1"],
-                         "genres": ["space"], "description": [items.loc[items.genres == "space", "description"].iloc[0]]})
-    pd.concat([items, cold]).to_csv(folder / "items.csv", index=False)
-    settings = make_settings(tmp, str(folder))
-    defs = build_definitions(settings)
-    run_assets(defs, "items,users")
-    run_assets(defs, "raw_interactions,cleaned_interactions", partition_range=("2024-01-01", "2024-01-06"))
-    run_assets(defs, "knowledge_graph,item_text_embeddings,user_behavior_embeddings")
+    settings, defs = synthetic_warehouse(tmp_path_factory.mktemp("recs"), "2024-01-06", add_cold_item,
+                                         "user_behavior_embeddings", n_users=90, n_items=60, n_interactions=2500,
+                                         days=6, seed=5)
     run_assets(defs, "gnn_model", run_config={"ops": {"gnn_model": {"config": TINY_TRAIN}}})
     result = run_assets(defs, "evaluation_metrics,fused_recommendations", run_config={"ops": {
         "evaluation_metrics": {"config": {"protocols": ["A", "A_recbole", "B", "cold_item"], "ablations": True}}}})

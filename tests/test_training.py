@@ -13,24 +13,15 @@ import torch
 
 from recsys_dagster.core.train import TrainConfig, evaluate, load_weights, train
 from recsys_dagster.core.training_data import load_training_data
-from recsys_dagster.definitions import build_definitions
-from tests.conftest import make_settings, run_assets
+from tests.conftest import run_assets, synthetic_warehouse
 
 FAST = dict(embedding_dim=16, batch_size=256, max_epochs=6, min_epochs=1, patience=50, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory):
-    from recsys_dagster.core.datasets.synthetic import generate
-
-    tmp = tmp_path_factory.mktemp("train")
-    folder = generate(tmp / "synthetic", n_users=80, n_items=50, n_interactions=1500, days=4, seed=3)
-    settings = make_settings(tmp, str(folder))
-    defs = build_definitions(settings)
-    run_assets(defs, "items,users")
-    run_assets(defs, "raw_interactions,cleaned_interactions", partition_range=("2024-01-01", "2024-01-04"))
-    run_assets(defs, "knowledge_graph,item_text_embeddings")
-    return settings, defs
+    return synthetic_warehouse(tmp_path_factory.mktemp("train"), "2024-01-04", n_users=80, n_items=50,
+                               n_interactions=1500, days=4, seed=3)
 
 
 @pytest.mark.parametrize("model", ["mf", "lightgcn", "kgtextgnn"])

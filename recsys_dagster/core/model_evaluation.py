@@ -70,7 +70,10 @@ def evaluate_version(store: ModelStore, version: str, tables, config: EvalConfig
                                     f"of model version {worst} (lineage of {version}): refusing a leaky grade")
         log(f"leak check: 0 of {len(graded)} valid/test pairs in the training data of "
             f"{len(leak_check)} version(s) ({time.perf_counter() - t0:.1f}s)")
-        return store.load(version, data, device)[0]
+        try:
+            return store.load(version, data, device)[0]
+        except ValueError as exc:  # users/items changed since training: the weights do not fit
+            raise EvaluationRefused(f"{exc}; materialize gnn_model on the current data first") from None
 
     result = evaluate_protocols(tables, config, main_model_for, log=log)
     rows = pd.DataFrame(result.rows, columns=ROW_COLUMNS)
