@@ -64,14 +64,26 @@ GRAIN = {"movielens-100k": "day", "movielens-latest-small": "month"}
 
 
 def _evaluation(warehouse: str) -> list[dict]:
-    """The full_rebuild's evaluation rows (slice all): protocol A and cold items."""
+    """The newest evaluation run's rows (slice all): protocol A and cold items."""
     import duckdb
 
     conn = duckdb.connect(warehouse, read_only=True)
     rows = conn.execute("SELECT protocol, model, metric, k, value FROM evaluation_metrics WHERE slice = 'all' "
-                        "AND metric IN ('ndcg', 'recall') ORDER BY protocol, model, metric, k").df()
+                        "AND metric IN ('ndcg', 'recall') AND run_id = (SELECT run_id FROM evaluation_metrics "
+                        "ORDER BY created_at DESC LIMIT 1) ORDER BY protocol, model, metric, k").df()
     conn.close()
     return rows.to_dict("records")
+
+
+def refresh_deltas(rebuild: list[dict], refresh: list[dict]) -> list[dict]:
+    """Protocol-A NDCG@10 of every model in both evaluations: a refresh that grades a
+    warm-started model leak-free stays close to the rebuild (target ±0.015)."""
+    def ndcg(rows):
+        return {r["model"]: r["value"] for r in rows if r["protocol"] == "A" and r["metric"] == "ndcg" and r["k"] == 10}
+
+    a, b = ndcg(rebuild), ndcg(refresh)
+    return [{"model": m, "rebuild": round(a[m], 4), "refresh": round(b[m], 4), "delta": round(b[m] - a[m], 4)}
+            for m in a if m in b]
 
 
 def bench_dataset(dataset: str, data_dir: str | None, keep: bool, daily: bool = True) -> dict:
@@ -95,11 +107,12 @@ def bench_dataset(dataset: str, data_dir: str | None, keep: bool, daily: bool = 
         evaluation = _evaluation(env["RECSYS_WAREHOUSE"])
         daily = run_job("daily_refresh", {"dagster/partition": last}, env, work / "daily_refresh.log",
                         DAILY_REFRESH_CONFIG) if daily else None
+        deltas = refresh_deltas(evaluation, _evaluation(env["RECSYS_WAREHOUSE"])) if daily else None
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     return {"dataset": dataset, "partitions": f"{first}..{last}", "grain": env["RECSYS_PARTITION_GRAIN"],
-            "full_rebuild": full, "daily_refresh": daily, "evaluation": evaluation,
+            "full_rebuild": full, "daily_refresh": daily, "evaluation": evaluation, "refresh_vs_rebuild": deltas,
             "daily_share_of_full": round(daily["wall_s"] / full["wall_s"], 3) if daily else None,
             "work_dir": str(work) if keep else None}
 
@@ -123,6 +136,9 @@ def main() -> None:
         steps = [{"step": k, **{job: r[job]["steps_s"].get(k, "") for job in ("full_rebuild", "daily_refresh")
                                 if r[job]}} for k in r["full_rebuild"]["steps_s"]]
         print_table(steps, f"{r['dataset']}: seconds per step")
+        if r.get("refresh_vs_rebuild"):
+            print_table(r["refresh_vs_rebuild"], f"{r['dataset']}: protocol-A NDCG@10, daily_refresh vs full_rebuild "
+                                                 "(target |delta| <= 0.015)")
     write_json("e2e", {"results": results, "targets": {"ml100k_full_rebuild_s": 300, "daily_share": 0.2}})
 
 
