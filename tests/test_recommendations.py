@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import run_assets, synthetic_warehouse
 
 TINY_TRAIN = {"embedding_dim": 16, "batch_size": 256, "max_epochs": 8, "min_epochs": 1}
+BUDGET = {"max_epochs": 8, "min_epochs": 1}  # epoch budget of the models trained inside the evaluation
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def pipeline(tmp_path_factory):
                                          days=6, seed=5)
     run_assets(defs, "gnn_model", run_config={"ops": {"gnn_model": {"config": TINY_TRAIN}}})
     result = run_assets(defs, "evaluation_metrics,fused_recommendations", run_config={"ops": {
-        "evaluation_metrics": {"config": {"protocols": ["A", "A_recbole", "B", "cold_item"], "ablations": True}}}})
+        "evaluation_metrics": {"config": {"protocols": ["A", "A_recbole", "B", "cold_item"], "ablations": True, **BUDGET}}}})
     return settings, defs, result
 
 
@@ -150,7 +151,7 @@ def test_a_version_that_fails_the_gate_is_never_served(pipeline):
     failing = store.latest().version
     assert failing != served
     result = run_assets(defs, "evaluation_metrics,fused_recommendations", raise_on_error=False, run_config={"ops": {
-        "evaluation_metrics": {"config": {"protocols": ["A"], "min_ndcg": 1.0}}}})
+        "evaluation_metrics": {"config": {"protocols": ["A"], "min_ndcg": 1.0, **BUDGET}}}})
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert not checks["fused_model_quality_gate"].passed
     assert "floor" in checks["fused_model_quality_gate"].metadata["failures"].value

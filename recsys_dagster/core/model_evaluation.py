@@ -48,15 +48,20 @@ def evaluate_version(store: ModelStore, version: str, tables, config: EvalConfig
                      gate_config: GateConfig | None = None, device: str = "cpu", log=print) -> VersionEvaluation:
     """Every protocol of ``config`` with ``version`` as the main model of protocol A.
 
-    The main model's own config (saved with the version) sets the epoch budget for every
-    model trained here; ``split`` must be the split the version trained on. Before the
+    ``config.train`` supplies the epoch budget (max/min epochs, patience) of every model
+    trained here; the main model's other settings come from the version. ``split`` must be
+    the split the version trained on. Before the
     stored weights are used, every valid and test pair of protocol A is checked against
     the training pairs of the version and of each ancestor it was warm-started from."""
     from recsys_dagster.core.train import TrainConfig
 
     mv = store.get(version)
     check_split(mv, split)
-    main_cfg = replace(TrainConfig.from_dict(mv.manifest["config"]), device=device)
+    # the version's own model settings, but the evaluation's epoch budget for every model
+    # trained here: a warm-started main model may have had only a few epochs today, while
+    # its peers start from scratch and get the full budget
+    budget = {k: getattr(config.train, k) for k in ("max_epochs", "min_epochs", "patience")}
+    main_cfg = replace(TrainConfig.from_dict(mv.manifest["config"]), device=device, **budget)
     config = replace(config, train=main_cfg)
     leak_check: dict = {}
 

@@ -26,6 +26,10 @@ class EvaluationConfig(dg.Config):
                                          "in the run (mf, lightgcn); Pop, ItemKNN, EASE and text kNN always run")
     split: str = Field(default="hash", description="protocol-A split; weights trained on another split are refused")
     split_seed: int = 2020
+    max_epochs: int = Field(default=300, description="epoch budget of every model trained in the evaluation")
+    min_epochs: int = 20
+    patience: int = Field(default=30, description="early-stopping patience (validation NDCG@10) of every model "
+                          "trained in the evaluation")
     cold_user_share: float = Field(default=0.2, description="share of test users (fewest train interactions) in the cold_users slice")
     cold_item_share: float = Field(default=0.1, description="share of items held out as cold in the cold_item protocol")
     required_peers: list[str] = Field(default=["pop", "mf"], description="the gate fails unless fused beats each of these")
@@ -54,6 +58,7 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
     )
     from recsys_dagster.core.plots import bar_plot_png
     from recsys_dagster.core.splits import SplitSpec
+    from recsys_dagster.core.train import TrainConfig
     from recsys_dagster.core.training_data import read_tables
     from recsys_dagster.core.tuning import resolve
     from recsys_dagster.defs.embeddings import _png_md
@@ -65,7 +70,8 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
     with warehouse.get_connection() as conn:
         tables = read_tables(conn, window_days=latest.manifest["config"].get("window_days"))
         tuned = resolve(wh.read_table(conn, "model_hyperparameters"))
-    eval_cfg = EvalConfig(cold_user_share=config.cold_user_share, protocols=tuple(config.protocols),
+    budget = TrainConfig(max_epochs=config.max_epochs, min_epochs=config.min_epochs, patience=config.patience)
+    eval_cfg = EvalConfig(train=budget, cold_user_share=config.cold_user_share, protocols=tuple(config.protocols),
                           ablations=config.ablations, trained_baselines=tuple(config.trained_baselines),
                           cold_item_share=config.cold_item_share, hyperparameters=tuned)
     split = SplitSpec(config.split, config.split_seed, min_rating=latest.manifest["config"].get("min_rating"))
