@@ -173,3 +173,21 @@ def test_gate_compares_with_the_last_published_version():
     assert not res.passed and "below the last published" in res.failures[0]
     assert quality_gate(rows, config=GateConfig(required_peers=("pop",), min_ndcg=0.0, max_drop=0.2),
                         previous_published=0.33).passed
+
+
+# ---- CI never goes green without the real data ------------------------------------------------
+
+@pytest.mark.parametrize("ci,expected_rc,word", [("true", 1, "CI=true: ML-100K mirror not found"), ("", 0, "skipped")])
+def test_missing_real_data_fails_in_ci_and_skips_elsewhere(tmp_path, ci, expected_rc, word):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "CI": ci, "RECSYS_DATA_DIR": str(tmp_path / "nothing-here")}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+                           "tests/test_download.py::test_mirror_with_a_modified_file_is_refused"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == expected_rc, proc.stdout[-2000:]
+    assert word in proc.stdout
