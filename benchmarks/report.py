@@ -20,7 +20,7 @@ def _load(name: str) -> dict | None:
 def _table(rows: list[dict]) -> str:
     if not rows:
         return "_no data_\n"
-    cols = list(rows[0])
+    cols = list(dict.fromkeys(c for r in rows for c in r))  # every column any row has, first-seen order
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
