@@ -13,10 +13,12 @@ Protocols (see :mod:`recsys_dagster.core.splits`):
 
 Peers: Pop, ItemKNN and EASE (tuned on validation in every run), MF-BPR and LightGCN (tuned
 settings from :mod:`recsys_dagster.core.tuning`, the same epoch budget and early stopping as
-the main model), text kNN. Rows: ``(protocol, model, params, slice, metric, k, value)``; slices ``all``, ``cold_users`` (the
-``cold_user_share`` of test users with the fewest training interactions), ``warm_users``; plus ``coverage`` (share
-of items in any top-K list) and ``avg_popularity`` (mean train popularity of recommended
-items: lower is more novel).
+the main model), text kNN.
+
+Rows: ``(protocol, model, params, slice, metric, k, value)``; slices ``all``, ``cold_users``
+(the ``cold_user_share`` of test users with the fewest training interactions),
+``warm_users``; plus ``coverage`` (share of items in any top-K list) and ``avg_popularity``
+(mean train popularity of recommended items: lower is more novel).
 """
 
 from __future__ import annotations
