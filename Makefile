@@ -11,7 +11,7 @@ export DAGSTER_HOME
 DAGSTER := $(BIN)/dagster
 MODULE := -m recsys_dagster.definitions
 
-.PHONY: venv demo warehouse rebuild refresh replay pools test lint dev clean bench tune
+.PHONY: venv demo warehouse rebuild refresh replay pools test check lint dev clean bench tune
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ bench: warehouse
 test: venv
 	$(BIN)/ruff check recsys_dagster tests benchmarks
 	$(BIN)/python -m pytest -q
+
+## The fast tier for the development loop: ruff + every test not marked slow.
+check: venv
+	$(BIN)/ruff check recsys_dagster tests benchmarks
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: venv
 	$(BIN)/ruff check recsys_dagster tests benchmarks

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import pandas as pd
+import pytest
 from conftest import ROOT, make_settings, run_assets
 
 from recsys_dagster.core.datasets import open_dataset
@@ -31,6 +32,7 @@ def _exports(warehouse: str) -> dict[str, pd.DataFrame]:
     return out
 
 
+@pytest.mark.slow  # subprocesses / a real webserver: `make test` only, not `make check`
 def test_four_partition_runs_at_once_in_separate_processes(tmp_path, synthetic_folder):
     """Four `dagster asset materialize` processes (each with the multiprocess executor) write
     one warehouse at the same time: no lock error, every row exactly once."""

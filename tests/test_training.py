@@ -56,6 +56,7 @@ def test_interrupted_training_resumes_to_the_same_result(warehouse, tmp_path):
     assert resumed.best_valid == reference.best_valid and resumed.test == reference.test
 
 
+@pytest.mark.slow  # subprocesses / a real webserver: `make test` only, not `make check`
 def test_sigkill_mid_training_then_resume_via_cli(warehouse, tmp_path):
     settings, _ = warehouse
     train_cfg = {**FAST, "model": "lightgcn", "max_epochs": 400, "batch_size": 64}
@@ -112,6 +113,7 @@ def test_gnn_model_asset_logs_to_mlflow_and_weights_reload(warehouse):
     assert warm.asset_materializations_for_node("gnn_model")[0].metadata["warm_start"].value is True
 
 
+@pytest.mark.slow  # subprocesses / a real webserver: `make test` only, not `make check`
 def test_sigkill_mid_materialization_resumes_on_rematerialization(warehouse, tmp_path):
     """`dagster asset materialize --select gnn_model` killed with SIGKILL mid-training; the next
     materialization resumes from the checkpoint and ends exactly where an uninterrupted

@@ -108,6 +108,7 @@ def _counts(warehouse: Path) -> dict:
     return out
 
 
+@pytest.mark.slow  # subprocesses / a real webserver: `make test` only, not `make check`
 def test_dev_server_graph_schedule_sensor_materialization_and_backfills(tmp_path):
     from recsys_dagster.core.datasets.synthetic import generate
 
@@ -156,6 +157,7 @@ def test_dev_server_graph_schedule_sensor_materialization_and_backfills(tmp_path
     assert raw == sum(n for _, n in first["cleaned_interactions"]) + sum(n for _, n in first["interactions_quarantine"])
 
 
+@pytest.mark.slow  # subprocesses / a real webserver: `make test` only, not `make check`
 def test_replayed_days_reach_the_warehouse_through_the_landing_sensor(tmp_path, synthetic_folder):
     warehouse = tmp_path / "wh.duckdb"
     extra = {"RECSYS_DATASET": str(synthetic_folder), "RECSYS_WAREHOUSE": str(warehouse), "RECSYS_SOURCE": "landing",
