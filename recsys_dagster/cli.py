@@ -23,8 +23,12 @@ def span(tags: bool = False, day: str | None = None) -> None:
     from recsys_dagster.defs.partitions import event_partitions, partition_key_of_day
 
     s = load_settings()
-    parts = event_partitions(_dataset().span(), s.partitions_end, s.partition_grain)
+    dataset_span = _dataset().span()
+    parts = event_partitions(dataset_span, s.partitions_end, s.partition_grain)
     first, last = parts.get_first_partition_key(), parts.get_last_partition_key()
+    if first is None or last is None:
+        raise SystemExit(f"{s.dataset}: no partition has started yet (dataset span {dataset_span.start}..{dataset_span.end}, "
+                         f"RECSYS_PARTITIONS_END={s.partitions_end}); check the dataset's dates or snapshot_date")
     if not tags:
         print(f"{first}...{last}")
         return

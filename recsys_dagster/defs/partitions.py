@@ -33,7 +33,12 @@ def event_partitions(span: Span, end: str = "span", grain: str = "day") -> dg.Ti
     static dataset), ``open`` (through the current period, for data that keeps arriving:
     today's partition exists so same-day landings can be ingested) or an ISO date. Weeks
     start on Monday, months on the 1st; the first partition starts on or before the
-    dataset's first day."""
+    dataset's first day.
+
+    A last day whose partition has not ended yet (a snapshot exported today, a dataset whose
+    newest event is today) still gets its partition: Dagster only lists periods that have
+    ended, so the definition then reaches one period past the current one (``end_offset``),
+    still capped at the dataset's last period."""
     start = _floor(span.start, grain).isoformat()
     cls = {"day": dg.DailyPartitionsDefinition, "week": dg.WeeklyPartitionsDefinition,
            "month": dg.MonthlyPartitionsDefinition}[grain]
@@ -41,7 +46,10 @@ def event_partitions(span: Span, end: str = "span", grain: str = "day") -> dg.Ti
     if end == "open":
         return cls(start_date=start, end_offset=1, **kwargs)
     last = span.end if end == "span" else max(dt.date.fromisoformat(end), span.start)
-    return cls(start_date=start, end_date=_next_start(last, grain).isoformat(), **kwargs)
+    end_date = _next_start(last, grain)
+    if end_date > dt.datetime.now(dt.timezone.utc).date():
+        kwargs["end_offset"] = 1
+    return cls(start_date=start, end_date=end_date.isoformat(), **kwargs)
 
 
 def partition_key_of_day(partitions_def: dg.TimeWindowPartitionsDefinition, day: dt.date) -> str:
