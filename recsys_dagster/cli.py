@@ -7,11 +7,7 @@ from recsys_dagster.settings import load_settings
 
 
 def _dataset():
-    from recsys_dagster.core.datasets import open_dataset
-
-    s = load_settings()
-    return open_dataset(s.dataset, mirror_dir=s.data_dir, download_dir=s.download_dir,
-                        verify_checksums=s.verify_checksums, snapshot_date=s.snapshot_date)
+    return load_settings().open_dataset()
 
 
 def span(tags: bool = False, day: str | None = None) -> None:

@@ -15,7 +15,6 @@ from recsys_dagster.settings import Settings, load_settings
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    from recsys_dagster.core.datasets import open_dataset
     from recsys_dagster.defs.checks import INGESTION_CHECKS
     from recsys_dagster.defs.embeddings import (
         EMBEDDING_CHECKS,
@@ -42,10 +41,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from recsys_dagster.defs.tuning import model_hyperparameters
 
     dataset = DatasetResource.from_settings(settings)
-    span = open_dataset(
-        settings.dataset, mirror_dir=settings.data_dir, download_dir=settings.download_dir,
-        verify_checksums=settings.verify_checksums, snapshot_date=settings.snapshot_date,
-    ).span()
+    span = settings.open_dataset().span()
     partitions_def = event_partitions(span, settings.partitions_end, settings.partition_grain)
     jobs = build_jobs(partitions_def)
     assets = [items, users, *build_ingestion_assets(partitions_def), knowledge_graph,

@@ -82,6 +82,13 @@ class Settings:
     def landing(self) -> str:
         return self.landing_dir or str(Path(self.home) / "landing")
 
+    def open_dataset(self):
+        """The configured dataset (:func:`recsys_dagster.core.datasets.open_dataset`)."""
+        from recsys_dagster.core.datasets import open_dataset
+
+        return open_dataset(self.dataset, mirror_dir=self.data_dir, download_dir=self.download_dir,
+                            verify_checksums=self.verify_checksums, snapshot_date=self.snapshot_date)
+
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
