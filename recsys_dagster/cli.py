@@ -71,11 +71,10 @@ def summary() -> None:
             for protocol, model, value in ndcg:
                 print(f"  {protocol:<10}{model:<26}{value:.4f}")
     conn.close()
-    from pathlib import Path
 
     from recsys_dagster.core.model_store import ModelStore
 
-    store = ModelStore(Path(s.home) / "models" / "gnn_model")
+    store = ModelStore(s.models_dir)
     latest, published = store.latest(), store.published()
     if latest is not None:
         gate = latest.gate or {}

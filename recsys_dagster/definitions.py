@@ -7,7 +7,6 @@ Everything environment-specific comes from :mod:`recsys_dagster.settings`; heavy
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dagster as dg
 
@@ -65,7 +64,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "dataset": dataset,
             "warehouse": WarehouseResource(database=settings.warehouse),
             "compute": ComputeResource(device=settings.device),
-            "model_store": ModelStoreResource(root=str(Path(settings.home) / "models" / "gnn_model")),
+            "model_store": ModelStoreResource(root=settings.models_dir),
             "text_encoder": TextEncoderResource(model=settings.text_model),
             # EnvVar: the UI's resource panel shows the variable's name, never a URI with credentials
             "mlflow_tracking": MLflowResource(

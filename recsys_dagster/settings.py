@@ -82,6 +82,11 @@ class Settings:
     def landing(self) -> str:
         return self.landing_dir or str(Path(self.home) / "landing")
 
+    @property
+    def models_dir(self) -> str:
+        """Root of the model store (one folder per version)."""
+        return str(Path(self.home) / "models" / "gnn_model")
+
     def open_dataset(self):
         """The configured dataset (:func:`recsys_dagster.core.datasets.open_dataset`)."""
         from recsys_dagster.core.datasets import open_dataset

@@ -2,7 +2,6 @@
 previous version, and the evaluation of the new version grades no pair that it or its
 ancestor trained on; weights from another split or a leaking lineage are refused."""
 
-from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -24,7 +23,7 @@ def grown(tmp_path_factory):
                                          n_interactions=1800, days=6, seed=11)
     run_assets(defs, "gnn_model", run_config={"ops": {"gnn_model": {"config": TINY}}})
     run_assets(defs, "evaluation_metrics", run_config={"ops": {"evaluation_metrics": {"config": LENIENT}}})
-    store = ModelStore(Path(settings.home) / "models" / "gnn_model")
+    store = ModelStore(settings.models_dir)
     first = store.latest().version
     run_assets(defs, "raw_interactions,cleaned_interactions", partition="2024-01-06")  # a new day
     run_assets(defs, "gnn_model", run_config={"ops": {"gnn_model": {"config": {**TINY, "warm_start": True}}}})

@@ -34,7 +34,7 @@ def pipeline(tmp_path_factory):
 def _store(settings):
     from recsys_dagster.core.model_store import ModelStore
 
-    return ModelStore(Path(settings.home) / "models" / "gnn_model")
+    return ModelStore(settings.models_dir)
 
 
 def _q(settings, sql, params=()):

@@ -133,7 +133,7 @@ def test_sigkill_mid_materialization_resumes_on_rematerialization(warehouse, tmp
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text().replace("data/dagster", str(home / "s")))
     env = {**os.environ, "DAGSTER_HOME": str(home), "RECSYS_DATASET": settings.dataset, "RECSYS_HOME": settings.home,
            "RECSYS_WAREHOUSE": settings.warehouse, "RECSYS_DEVICE": "cpu"}
-    ckpt = Path(settings.home) / "models" / "gnn_model" / "checkpoint.pt"
+    ckpt = Path(settings.models_dir) / "checkpoint.pt"
     ckpt.unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "recsys_dagster.definitions",
                              "--select", "gnn_model", "-c", str(tmp_path / "run.yaml")], cwd=ROOT, env=env,

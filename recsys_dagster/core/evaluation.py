@@ -55,8 +55,7 @@ class EvalConfig:
     temporal_train_share: float = 0.8
     cold_item_share: float = 0.1
     fusion_betas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
-    hyperparameters: dict = field(default_factory=dict)
-    tune_closed_form: bool = True  # tune ItemKNN and EASE on each protocol's validation part
+    hyperparameters: dict = field(default_factory=dict)  # trained models; ItemKNN/EASE are tuned per run
 
     def params(self, name: str) -> dict:
         from recsys_dagster.core.tuning import DEFAULTS
@@ -134,7 +133,7 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
     from recsys_dagster.core.baselines import AttributeKNN, PopScorer, TextKNN
     from recsys_dagster.core.fusion import FusedScorer, FusionWeights, tune_fusion
     from recsys_dagster.core.text import resolve_device
-    from recsys_dagster.core.tuning import closed_form_scorer, trained_config, tune_closed_form
+    from recsys_dagster.core.tuning import trained_config, tune_closed_form
 
     device = resolve_device(config.train.device)
     result = ProtocolResult()
@@ -162,11 +161,7 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         run("pop", PopScorer(data.train_items, data.n_items))
         for name in ("itemknn", "ease"):
             t0 = time.perf_counter()
-            if config.tune_closed_form:
-                scorer, params, _ = tune_closed_form(name, data, device=device)
-            else:
-                params = config.params(name)
-                scorer = closed_form_scorer(name, data, params, device)
+            scorer, params, _ = tune_closed_form(name, data, device=device)
             result.seconds[f"fit_{name}"] = time.perf_counter() - t0
             run(name, scorer, params)
     if data.user_text is not None and data.item_text is not None:

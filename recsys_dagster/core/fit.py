@@ -16,11 +16,9 @@ from recsys_dagster.core.model_store import ModelStore, ModelVersion
 
 @dataclass
 class FitOutcome:
-    version: ModelVersion
+    version: ModelVersion  # its manifest holds the split sizes and the warm-start parent
     result: object  # TrainResult
     data: object  # TrainData
-    split_sizes: dict
-    parent: str | None
 
 
 def warm_start_parent(store: ModelStore, split_fingerprint: str, log: Callable[[str], None] = print) -> ModelVersion | None:
@@ -56,4 +54,4 @@ def fit_version(tables, config, store: ModelStore, warm_start: bool = False,
     version = store.save(result, data, split.train, {**spec.as_dict(), "fingerprint": spec.fingerprint},
                          parent=parent.version if parent is not None else None,
                          extra={"split_sizes": split.sizes(), **(extra or {})})
-    return FitOutcome(version, result, data, split.sizes(), parent.version if parent is not None else None)
+    return FitOutcome(version, result, data)

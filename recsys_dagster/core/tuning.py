@@ -1,14 +1,15 @@
 """Hyperparameters of every model, chosen on validation with the same effort for each.
 
 * Closed-form models (ItemKNN: ``k`` x ``shrink``; EASE: ``λ``) cost a second or two per
-  setting, so every evaluation tunes them on the protocol's own validation part.
+  setting, so every evaluation tunes them on the protocol's own validation part (nothing
+  is cached for them).
 * Trained models (MF-BPR, LightGCN, the main KGTextGNN) get one grid each, ``lr`` x
   ``reg_weight``, trained with the same epoch budget and early stopping;
   :func:`tune_trained` runs it (the ``model_hyperparameters`` asset, on demand or weekly)
   and the choices are cached in the warehouse, so ``full_rebuild`` and ``daily_refresh``
   only read them.
-* Without a cache, :data:`DEFAULTS` apply: the grid winners on ML-100K validation
-  (hash split, seed 2020; README "Results"), never a test-set choice.
+* Without a cache, :data:`DEFAULTS` apply to the trained models: the grid winners on
+  ML-100K validation (hash split, seed 2020; README "Results"), never a test-set choice.
 """
 
 from __future__ import annotations
@@ -32,14 +33,12 @@ GRIDS: dict[str, dict[str, tuple]] = {
     "ease": {"lam": (50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0)},
 }
 
-#: Grid winners on ML-100K validation (hash split, seed 2020), used until a tuning run
-#: caches choices for the data at hand.
+#: Grid winners of the trained models on ML-100K validation (hash split, seed 2020), used
+#: until a tuning run caches choices for the data at hand.
 DEFAULTS: dict[str, dict] = {
     "mf": {"lr": 1e-3, "reg_weight": 1e-2},
     "lightgcn": {"lr": 5e-3, "reg_weight": 1e-3},
     "kgtextgnn": {"lr": 1e-3, "reg_weight": 1e-3},
-    "itemknn": {"k": 200, "shrink": 0.0},
-    "ease": {"lam": 300.0},
 }
 
 
@@ -97,7 +96,7 @@ def tune_trained(name: str, data, base, grid: dict | None = None, log: Callable[
         log(f"tuning {name} {params}: valid ndcg@10 {trials[-1]['valid_ndcg@10']:.4f} "
             f"(best epoch {res.best_epoch}, {trials[-1]['seconds']}s)")
     best = max(trials, key=lambda t: t["valid_ndcg@10"])
-    return {k: best[k] for k in grid_points(name, grid)[0]}, trials
+    return {k: best[k] for k in (grid or GRIDS)[name]}, trials
 
 
 def tuning_rows(choices: dict[str, tuple[dict, list]], split_fingerprint: str) -> pd.DataFrame:

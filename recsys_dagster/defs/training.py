@@ -99,20 +99,20 @@ def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehou
                              "valid ndcg@10": [h.get("valid_ndcg@10", float("nan")) for h in result.history]},
                             f"{train_config.model} training")
         (mv.path / "training_curve.png").write_bytes(png)
-        mlflow.log_params({"parent_version": fit.parent or "", "model_version": mv.version,
-                           **{f"split_{k}": v for k, v in fit.split_sizes.items()}})
+        mlflow.log_params({"parent_version": mv.parent or "", "model_version": mv.version,
+                           **{f"split_{k}": v for k, v in mv.manifest["split_sizes"].items()}})
         mlflow.log_metrics({**mlflow_metrics(result.best_valid, "best_valid_"), **mlflow_metrics(result.test, "test_"),
                             "best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch})
         mlflow.log_artifacts(str(mv.path), artifact_path="weights")
         mlflow.pytorch.log_model(result.model.cpu(), name="model", registered_model_name=mlflow_tracking.registered_model,
                                  pip_requirements=["torch", "torch-geometric"], serialization_format="pickle")
     return dg.MaterializeResult(metadata={
-        "model_version": mv.version, "parent_version": fit.parent or "-", "split_fingerprint": mv.split_fingerprint,
+        "model_version": mv.version, "parent_version": mv.parent or "-", "split_fingerprint": mv.split_fingerprint,
         "weights_path": str(mv.weights.resolve()), "weights_sha256": mv.manifest["weights_sha256"],
         "model": train_config.model, "lr": train_config.lr, "reg_weight": train_config.reg_weight,
         "device": train_config.device, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "resumed_from_epoch": result.resumed_from if result.resumed_from is not None else -1,
-        "warm_start": fit.parent is not None, "stopped_by": result.stopped_by,
+        "warm_start": mv.parent is not None, "stopped_by": result.stopped_by,
         "seconds_per_epoch": round(result.seconds_per_epoch, 4),
         **{f"valid_{k}": round(v, 4) for k, v in result.best_valid.items() if k.endswith("@10")},
         **{f"test_{k}": round(v, 4) for k, v in result.test.items() if k.endswith("@10")},

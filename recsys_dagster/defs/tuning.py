@@ -16,8 +16,9 @@ TUNING_GROUP = "tuning"
 
 
 class TuningConfig(dg.Config):
-    models: list[str] = Field(default=["itemknn", "ease", "mf", "lightgcn", "kgtextgnn"],
-                              description="models to tune; each gets its grid from core.tuning.GRIDS")
+    models: list[str] = Field(default=["mf", "lightgcn", "kgtextgnn"],
+                              description="trained models to tune; each gets its grid from core.tuning.GRIDS "
+                                          "(ItemKNN and EASE are tuned inside every evaluation)")
     split_seed: int = Field(default=2020, description="seed of the hash split whose validation part decides")
     max_epochs: int = 300
     min_epochs: int = 20
@@ -31,22 +32,21 @@ def model_hyperparameters(context: dg.AssetExecutionContext, config: TuningConfi
                           compute: ComputeResource) -> dg.MaterializeResult:
     """The validation-best hyperparameters of every model, same grid effort for each: lr x
     L2 weight for MF-BPR, LightGCN and the main KGTextGNN (same epoch budget and early
-    stopping), k x shrink for ItemKNN, λ for EASE. ``gnn_model`` and ``evaluation_metrics``
-    read the newest choice per model; every trial is kept."""
+    stopping). ``gnn_model`` and ``evaluation_metrics`` read the newest choice per model;
+    every trial is kept. (ItemKNN's k x shrink and EASE's λ are tuned on validation inside
+    every evaluation, so they are not cached.)"""
     from recsys_dagster.core.train import TrainConfig
     from recsys_dagster.core.training_data import data_for_split, make_split, read_tables
     from recsys_dagster.core.tuning import (
-        CLOSED_FORM,
         TRAINED,
-        tune_closed_form,
         tune_trained,
         tuning_rows,
     )
 
     t0 = time.perf_counter()
-    unknown = sorted(set(config.models) - set(TRAINED) - set(CLOSED_FORM))
+    unknown = sorted(set(config.models) - set(TRAINED))
     if unknown:
-        raise dg.Failure(f"unknown models {unknown}: choose from {[*CLOSED_FORM, *TRAINED]}")
+        raise dg.Failure(f"cannot tune {unknown}: choose from {list(TRAINED)}")
     base = TrainConfig(device=compute.resolve(), split_seed=config.split_seed, max_epochs=config.max_epochs,
                        min_epochs=config.min_epochs, patience=config.patience)
     with warehouse.get_connection() as conn:
@@ -54,10 +54,7 @@ def model_hyperparameters(context: dg.AssetExecutionContext, config: TuningConfi
     data = data_for_split(tables, make_split(tables, base), base)
     choices = {}
     for name in config.models:
-        if name in CLOSED_FORM:
-            _, params, trials = tune_closed_form(name, data, device=base.device)
-        else:
-            params, trials = tune_trained(name, data, base, log=context.log.info)
+        params, trials = tune_trained(name, data, base, log=context.log.info)
         choices[name] = (params, trials)
         context.log.info(f"{name}: {params}")
     rows = tuning_rows(choices, base.split_spec().fingerprint)
