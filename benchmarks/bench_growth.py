@@ -86,8 +86,7 @@ def one_size(size: int, max_steps: int) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     model.train()
     t_attn = time.perf_counter()
-    if hasattr(model, "refresh_attention"):
-        model.refresh_attention()
+    model.refresh()
     attention_s = time.perf_counter() - t_attn
     epoch_u, epoch_p, epoch_n = epoch_samples(data, gen)
     batches = (len(epoch_u) + cfg.batch_size - 1) // cfg.batch_size
@@ -103,10 +102,7 @@ def one_size(size: int, max_steps: int) -> dict:
           epoch_s=round(epoch_s, 1), measured_whole_epoch=len(times) == batches)
 
     t0 = time.perf_counter()
-    model.eval()
-    with torch.no_grad():
-        out = model().float()
-    u_emb, i_emb = out[: data.n_users], out[data.n_users: data.n_users + data.n_items]
+    u_emb, i_emb = model.user_item_embeddings()
     top_k(lambda ub: u_emb[ub] @ i_emb.T, np.arange(data.n_users), data.train_csr, data.n_items, k=20)
     stage("score", t0, users=data.n_users, items=data.n_items)
     return {"size": size, "stages": stages}

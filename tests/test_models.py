@@ -36,8 +36,7 @@ def test_forward_shapes_and_backward(name, layers):
     data = tiny_data()
     torch.manual_seed(0)
     model = build_model(name, data, dim=8, layers=layers)
-    if hasattr(model, "refresh_attention"):
-        model.refresh_attention()
+    model.refresh()
     out = model()
     assert out.shape == (data.n_users + data.n_items, 8) and torch.isfinite(out).all()
     out.pow(2).sum().backward()

@@ -24,11 +24,6 @@ import pandas as pd
 from recsys_dagster.core.datasets.metadata import id_problem
 from recsys_dagster.core.datasets.timestamps import parse_timestamps
 
-CLEANED_COLUMNS = ["user_id", "item_id", "ts", "rating", "event_date", "source_file", "source_row"]
-QUARANTINE_COLUMNS = [
-    "source_file", "source_row", "user_id", "item_id", "rating", "timestamp", "raw_line", "reason", "event_date",
-]
-
 
 @dataclass(frozen=True)
 class CleaningConfig:

@@ -32,8 +32,11 @@ import torch
 
 from recsys_dagster.core.metrics import full_ranking
 from recsys_dagster.core.train import TrainConfig, train
+from recsys_dagster.core.warehouse import columns_of
 
-ROW_COLUMNS = ["protocol", "model", "params", "slice", "metric", "k", "value"]
+#: Columns of ``evaluation_metrics`` the core computes; the writer adds the provenance ones.
+PROVENANCE = ("run_id", "model_version", "split_fingerprint", "created_at")
+ROW_COLUMNS = columns_of("evaluation_metrics", exclude=PROVENANCE)
 #: Models that are the platform's own (the main model, its ablations, the fusion); every
 #: other model in a run is a peer.
 OWN_MODELS = ("kgtextgnn", "fused", "kgtextgnn_no_kg", "kgtextgnn_no_text", "kgtextgnn_no_kg_no_text")
@@ -71,15 +74,8 @@ class ProtocolResult:
     params: dict = field(default_factory=dict)  # "protocol/model" -> chosen hyperparameters
 
 
-def _embeddings(model, data):
-    model.eval()
-    with torch.no_grad():
-        out = model().float()
-    return out[: data.n_users], out[data.n_users: data.n_users + data.n_items]
-
-
-def scorer_of(model, data):
-    users, items = _embeddings(model, data)
+def scorer_of(model):
+    users, items = model.user_item_embeddings()
     return lambda ub: users[ub] @ items.T
 
 
@@ -175,20 +171,20 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         params = config.params(name)
         model, secs = _train(data, trained_config(base, name, params), log)
         result.seconds[f"train_{name}"] = secs
-        run(name, scorer_of(model, data), params)
+        run(name, scorer_of(model), params)
     main_params = {"lr": base.lr, "reg_weight": base.reg_weight}
     if main_model is None:
         main_model, secs = _train(data, replace(base, model="kgtextgnn"), log)
         result.seconds["train_kgtextgnn"] = secs
-    run("kgtextgnn", scorer_of(main_model, data), main_params)
+    run("kgtextgnn", scorer_of(main_model), main_params)
     if protocol == "A" and config.ablations:
         for name, changes in (("kgtextgnn_no_kg", {"use_kg": False}), ("kgtextgnn_no_text", {"use_text": False}),
                               ("kgtextgnn_no_kg_no_text", {"use_kg": False, "use_text": False})):
             sub = _rebuild(data, **changes)
             model, secs = _train(sub, replace(base, model="kgtextgnn", **changes), log)
             result.seconds[f"train_{name}"] = secs
-            run(name, scorer_of(model, sub), main_params)
-    users, items = _embeddings(main_model, data)
+            run(name, scorer_of(model), main_params)
+    users, items = main_model.user_item_embeddings()
     counts = torch.as_tensor(np.diff(data.train_csr[0]))
     pop = torch.as_tensor(np.bincount(data.train_items, minlength=data.n_items))
     ut = torch.as_tensor(data.user_text) if data.user_text is not None else None

@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 
 from recsys_dagster.core.datasets.base import ExternalKG
+from recsys_dagster.core.warehouse import columns_of
 
-ENTITY_COLUMNS = ["entity_id", "entity_key", "kind", "name"]
-RELATION_COLUMNS = ["relation_id", "name", "source"]
-TRIPLE_COLUMNS = ["head", "relation", "tail"]
-KG_REJECT_COLUMNS = ["source", "source_row", "raw", "reason"]
+ENTITY_COLUMNS = columns_of("kg_entities")
+RELATION_COLUMNS = columns_of("kg_relations")
+TRIPLE_COLUMNS = columns_of("kg_triples")
+KG_REJECT_COLUMNS = columns_of("kg_quarantine")
 
 AGE_BANDS = [(0, 17, "under 18"), (18, 24, "18-24"), (25, 34, "25-34"), (35, 44, "35-44"), (45, 49, "45-49"),
              (50, 55, "50-55"), (56, 200, "56+")]  # MovieLens' own bands

@@ -31,8 +31,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from recsys_dagster.core.datasets.base import RAW_COLUMNS, Dataset
+from recsys_dagster.core.datasets.base import Dataset
 from recsys_dagster.core.datasets.reader import read_lines
+from recsys_dagster.core.warehouse import TABLES
 
 DAY_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 IN_FLIGHT_SUFFIXES = (".tmp", ".partial", ".part")
@@ -118,7 +119,7 @@ def read_landed(dataset: Dataset, landing_dir: str | Path, start: dt.date, end: 
             frames.append(raw)
         day += dt.timedelta(days=1)
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in [*RAW_COLUMNS, "event_date"]})
+        return TABLES["raw_interactions"].empty()
     return pd.concat(frames, ignore_index=True)
 
 

@@ -36,10 +36,7 @@ def load_production_scorer(tables, version, fusion_override: dict | None = None,
 
 
 def build_scorer(model, data, weights: FusionWeights) -> FusedScorer:
-    model.eval()
-    with torch.no_grad():
-        out = model().float()
-    users, items = out[: data.n_users], out[data.n_users: data.n_users + data.n_items]
+    users, items = model.user_item_embeddings()
     ut = torch.as_tensor(data.user_text) if data.user_text is not None else None
     it = torch.as_tensor(data.item_text) if data.item_text is not None else None
     counts = torch.as_tensor(np.diff(data.train_csr[0]))

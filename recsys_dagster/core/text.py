@@ -151,10 +151,9 @@ CACHE_TABLE = "text_embedding_cache"
 
 
 def ensure_cache(conn) -> None:
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {CACHE_TABLE} (model_id VARCHAR, text_sha256 VARCHAR, embedding FLOAT[], "
-        "created_at TIMESTAMP DEFAULT current_timestamp, PRIMARY KEY (model_id, text_sha256))"
-    )
+    from recsys_dagster.core.warehouse import ensure_table
+
+    ensure_table(conn, CACHE_TABLE)
 
 
 def encode_cached(conn, encoder, texts: list[str]) -> tuple[np.ndarray, int, int]:

@@ -1,4 +1,5 @@
-"""DuckDB warehouse: table schemas (a public contract) and idempotent writes.
+"""DuckDB warehouse: one spec per table (the public contract: columns, types, keys) and
+idempotent writes.
 
 All writes are transactional: a partition write deletes that day range and inserts the new
 rows in one transaction; a full-table write replaces the table in one transaction. Every
@@ -8,71 +9,118 @@ value reaches SQL as a bound parameter or a registered DataFrame, never as SQL t
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import pandas as pd
 
-SCHEMAS: dict[str, str] = {
-    "raw_interactions": """
-        source_file VARCHAR, source_row BIGINT, user_id VARCHAR, item_id VARCHAR, rating VARCHAR,
-        "timestamp" VARCHAR, raw_line VARCHAR, parse_error VARCHAR, event_date DATE""",
-    "cleaned_interactions": """
-        user_id VARCHAR, item_id VARCHAR, ts TIMESTAMP, rating DOUBLE, event_date DATE,
-        source_file VARCHAR, source_row BIGINT""",
-    "interactions_quarantine": """
-        source_file VARCHAR, source_row BIGINT, user_id VARCHAR, item_id VARCHAR, rating VARCHAR,
-        "timestamp" VARCHAR, raw_line VARCHAR, reason VARCHAR, event_date DATE""",
-    "items": """
-        item_id VARCHAR, title VARCHAR, year INTEGER, genres VARCHAR[], tags VARCHAR[],
-        description VARCHAR, attributes JSON""",
-    "users": """
-        user_id VARCHAR, age INTEGER, gender VARCHAR, occupation VARCHAR, zip_code VARCHAR,
-        attributes JSON""",
-    "kg_entities": "entity_id BIGINT, entity_key VARCHAR, kind VARCHAR, name VARCHAR",
-    "kg_relations": "relation_id BIGINT, name VARCHAR, source VARCHAR",
-    "kg_triples": "head BIGINT, relation BIGINT, tail BIGINT",
-    "kg_quarantine": "source VARCHAR, source_row BIGINT, raw VARCHAR, reason VARCHAR",
-    "item_text_embeddings": "item_id VARCHAR, model_id VARCHAR, text_sha256 VARCHAR, text VARCHAR, embedding FLOAT[]",
-    "user_behavior_embeddings": """
-        user_id VARCHAR, method VARCHAR, model_id VARCHAR, n_interactions BIGINT, embedding FLOAT[]""",
-    "metadata_quarantine": """
-        "table" VARCHAR, source_file VARCHAR, source_row BIGINT, raw_line VARCHAR, reason VARCHAR""",
-    "evaluation_metrics": """
-        run_id VARCHAR, model_version VARCHAR, split_fingerprint VARCHAR, protocol VARCHAR, model VARCHAR,
-        params VARCHAR, slice VARCHAR, metric VARCHAR, k INTEGER, value DOUBLE, created_at TIMESTAMP""",
-    "fused_recommendations": """
-        user_id VARCHAR, rank INTEGER, item_id VARCHAR, score DOUBLE, gnn_score DOUBLE, text_score DOUBLE,
-        reason VARCHAR, model_version VARCHAR, generated_at TIMESTAMP""",
-    "model_hyperparameters": """
-        model VARCHAR, params VARCHAR, valid_ndcg DOUBLE, trials VARCHAR, split_fingerprint VARCHAR,
-        tuned_at TIMESTAMP""",
-}
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table's contract: its columns and DuckDB types in order, the primary key, and
+    the columns a partial replace selects rows by (``replace_by``; empty: the writer
+    replaces the whole table)."""
+
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    replace_by: tuple[str, ...] = ()
+    primary_key: tuple[str, ...] = ()
+    doc: str = ""
+
+    @property
+    def names(self) -> list[str]:
+        return [c for c, _ in self.columns]
+
+    def ddl(self) -> str:
+        cols = [f'"{c}" {t}' for c, t in self.columns]
+        if self.primary_key:
+            cols.append(f"PRIMARY KEY ({', '.join(self.primary_key)})")
+        return f"CREATE TABLE IF NOT EXISTS {self.name} ({', '.join(cols)})"
+
+    def empty(self) -> pd.DataFrame:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in self.names})
 
 
-def columns_of(table: str) -> list[str]:
-    cols = []
-    for part in SCHEMAS[table].split(","):
-        cols.append(part.split()[0].strip('"'))
-    return cols
+def _spec(name: str, columns: str, replace_by: tuple[str, ...] = (), primary_key: tuple[str, ...] = (),
+          doc: str = "") -> TableSpec:
+    cols = tuple((part.split(maxsplit=1)[0].strip('"'), part.split(maxsplit=1)[1].strip())
+                 for part in columns.split(","))
+    return TableSpec(name, cols, replace_by, primary_key, doc)
+
+
+_DAY = ("event_date",)
+#: Every table the pipeline writes. Readers and writers take columns from here; nothing
+#: else spells a column list.
+TABLES: dict[str, TableSpec] = {t.name: t for t in (
+    _spec("raw_interactions", """source_file VARCHAR, source_row BIGINT, user_id VARCHAR, item_id VARCHAR,
+          rating VARCHAR, "timestamp" VARCHAR, raw_line VARCHAR, parse_error VARCHAR, event_date DATE""", _DAY,
+          doc="one row per landed line, all text (raw means raw)"),
+    _spec("cleaned_interactions", """user_id VARCHAR, item_id VARCHAR, ts TIMESTAMP, rating DOUBLE,
+          event_date DATE, source_file VARCHAR, source_row BIGINT""", _DAY),
+    _spec("interactions_quarantine", """source_file VARCHAR, source_row BIGINT, user_id VARCHAR, item_id VARCHAR,
+          rating VARCHAR, "timestamp" VARCHAR, raw_line VARCHAR, reason VARCHAR, event_date DATE""", _DAY),
+    _spec("items", """item_id VARCHAR, title VARCHAR, year INTEGER, genres VARCHAR[], tags VARCHAR[],
+          description VARCHAR, attributes JSON"""),
+    _spec("users", "user_id VARCHAR, age INTEGER, gender VARCHAR, occupation VARCHAR, zip_code VARCHAR, attributes JSON"),
+    _spec("metadata_quarantine", """"table" VARCHAR, source_file VARCHAR, source_row BIGINT, raw_line VARCHAR,
+          reason VARCHAR""", ("table",)),
+    _spec("kg_entities", "entity_id BIGINT, entity_key VARCHAR, kind VARCHAR, name VARCHAR"),
+    _spec("kg_relations", "relation_id BIGINT, name VARCHAR, source VARCHAR"),
+    _spec("kg_triples", "head BIGINT, relation BIGINT, tail BIGINT"),
+    _spec("kg_quarantine", "source VARCHAR, source_row BIGINT, raw VARCHAR, reason VARCHAR"),
+    _spec("text_embedding_cache", "model_id VARCHAR, text_sha256 VARCHAR, embedding FLOAT[], created_at TIMESTAMP DEFAULT current_timestamp",
+          primary_key=("model_id", "text_sha256"), doc="encoder outputs by (model id, sha256 of the text)"),
+    _spec("item_text_embeddings", "item_id VARCHAR, model_id VARCHAR, text_sha256 VARCHAR, text VARCHAR, embedding FLOAT[]"),
+    _spec("user_behavior_embeddings", """user_id VARCHAR, method VARCHAR, model_id VARCHAR, n_interactions BIGINT,
+          embedding FLOAT[]"""),
+    _spec("evaluation_metrics", """run_id VARCHAR, model_version VARCHAR, split_fingerprint VARCHAR, protocol VARCHAR,
+          model VARCHAR, params VARCHAR, slice VARCHAR, metric VARCHAR, k INTEGER, value DOUBLE, created_at TIMESTAMP""",
+          ("run_id",)),
+    _spec("fused_recommendations", """user_id VARCHAR, rank INTEGER, item_id VARCHAR, score DOUBLE, gnn_score DOUBLE,
+          text_score DOUBLE, reason VARCHAR, model_version VARCHAR, generated_at TIMESTAMP""", ("model_version",)),
+    _spec("model_hyperparameters", """model VARCHAR, params VARCHAR, valid_ndcg DOUBLE, trials VARCHAR,
+          split_fingerprint VARCHAR, tuned_at TIMESTAMP""", ("tuned_at",)),
+)}
+
+
+def columns_of(table: str, exclude: tuple[str, ...] = ()) -> list[str]:
+    """The table's column names in order (less ``exclude``)."""
+    return [c for c in TABLES[table].names if c not in exclude]
 
 
 def ensure_table(conn, table: str) -> None:
     """Create the table, or add the columns a newer spec has to a table written by an older one."""
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({SCHEMAS[table]})")
+    spec = TABLES[table]
+    conn.execute(spec.ddl())
     have = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?",
                                        [table]).fetchall()}
-    for part in SCHEMAS[table].split(","):
-        name = part.split()[0].strip('"')
+    for name, sql_type in spec.columns:
         if name not in have:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {part.strip()}")
+            conn.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {sql_type}')
 
 
 def _select_list(table: str) -> str:
     return ", ".join(f'"{c}"' for c in columns_of(table))
 
 
+def write(conn, table: str, frame: pd.DataFrame, /, **key) -> int:
+    """Replace the rows of ``table`` whose ``replace_by`` columns equal ``key`` (all rows
+    when no key is given) by ``frame``, in one transaction. A key column that is not the
+    table's replace key raises, so a writer cannot delete by an arbitrary column."""
+    allowed = set(TABLES[table].replace_by)
+    if not set(key) <= allowed:
+        raise ValueError(f"{table}: rows are replaced by {sorted(allowed) or 'the whole table'}, not {sorted(key)}")
+    where = None
+    if key:
+        where = (" AND ".join(f'"{c}" = ?' for c in key), list(key.values()))
+    return replace_tables(conn, {table: frame}, where)[table]
+
+
 def replace_partition(conn, frames: dict[str, pd.DataFrame], start: dt.date, end: dt.date) -> dict[str, int]:
     """Replace the rows with ``event_date`` in ``start..end`` (inclusive) of each table by
     the given frame, all tables in one transaction."""
+    for table in frames:
+        if TABLES[table].replace_by != ("event_date",):
+            raise ValueError(f"{table} is not partitioned by event_date")
     return replace_tables(conn, frames, ("event_date BETWEEN ? AND ?", [start, end]))
 
 

@@ -56,7 +56,7 @@ def item_text_embeddings(
             "item_id": items["item_id"], "model_id": encoder.model_id,
             "text_sha256": [text_sha256(t) for t in texts], "text": texts.to_numpy(), "embedding": list(matrix),
         })
-        wh.replace_tables(conn, {"item_text_embeddings": frame})
+        wh.write(conn, "item_text_embeddings", frame)
         popular = []
         if wh.table_exists(conn, "cleaned_interactions"):
             popular = [r[0] for r in conn.execute(
@@ -115,7 +115,7 @@ def user_behavior_embeddings(
             pd.DataFrame({"user_id": profiles.index, "method": "profile", "model_id": encoder.model_id,
                           "n_interactions": [n_by_user.get(u, 0) for u in profiles.index], "embedding": list(prof_emb)}),
         ], ignore_index=True)
-        wh.replace_tables(conn, {"user_behavior_embeddings": frame})
+        wh.write(conn, "user_behavior_embeddings", frame)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),

@@ -83,7 +83,7 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
     rows = ev.rows.assign(run_id=context.run.run_id, model_version=ev.version, split_fingerprint=split.fingerprint,
                           created_at=pd.Timestamp.now(tz="UTC").tz_localize(None))
     with warehouse.get_connection() as conn:
-        wh.replace_tables(conn, {"evaluation_metrics": rows}, ("run_id = ?", [context.run.run_id]))
+        wh.write(conn, "evaluation_metrics", rows, run_id=context.run.run_id)
     if ev.fusion:
         store.update(ev.version, fusion=ev.fusion)
     store.record_gate(ev.version, ev.gate.passed, {**ev.gate.details(), "run_id": context.run.run_id})

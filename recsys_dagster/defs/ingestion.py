@@ -21,8 +21,8 @@ def _metadata_asset(name: str, reader: str, doc: str):
         frame, rejects = getattr(dataset.open(), reader)()
         rejects = rejects.assign(table=name)
         with warehouse.get_connection() as conn:
-            wh.replace_tables(conn, {name: frame})
-            wh.replace_tables(conn, {"metadata_quarantine": rejects}, ('"table" = ?', [name]))
+            wh.write(conn, name, frame)
+            wh.write(conn, "metadata_quarantine", rejects, table=name)
         if len(rejects):
             context.log.warning(f"{name}: {len(rejects)} rows quarantined in metadata_quarantine")
         return dg.MaterializeResult(

@@ -55,7 +55,7 @@ def fused_recommendations(context: dg.AssetExecutionContext, config: Recommendat
         ctx.verb_other = "interacted with"
     recs = recommend_all(scorer, data, ctx, positive, config.k, version.version)
     with warehouse.get_connection() as conn:
-        wh.replace_tables(conn, {"fused_recommendations": recs}, ("model_version = ?", [version.version]))
+        wh.write(conn, "fused_recommendations", recs, model_version=version.version)
     sample = recs[recs.user_id == recs.user_id.iloc[0]].head(10).merge(
         titles.rename("title"), left_on="item_id", right_index=True, how="left") if len(recs) else recs
     reason_kinds = recs["reason"].str.extract(r"^(same [a-z ]+?|similar description|because you|popular)")[0].value_counts()

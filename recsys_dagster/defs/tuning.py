@@ -59,7 +59,7 @@ def model_hyperparameters(context: dg.AssetExecutionContext, config: TuningConfi
         context.log.info(f"{name}: {params}")
     rows = tuning_rows(choices, base.split_spec().fingerprint)
     with warehouse.get_connection() as conn:
-        wh.replace_tables(conn, {"model_hyperparameters": rows}, ("tuned_at = ?", [rows["tuned_at"].iloc[0]]))
+        wh.write(conn, "model_hyperparameters", rows, tuned_at=rows["tuned_at"].iloc[0])
     return dg.MaterializeResult(metadata={
         "chosen": dg.MetadataValue.md(rows[["model", "params", "valid_ndcg"]].to_markdown(index=False)),
         "split_fingerprint": base.split_spec().fingerprint, "seconds": round(time.perf_counter() - t0, 1)})

@@ -10,12 +10,14 @@ import pandas as pd
 
 from recsys_dagster.core.datasets.errors import DatasetError
 from recsys_dagster.core.datasets.timestamps import parse_timestamps
+from recsys_dagster.core.warehouse import columns_of
 
 #: Columns of ``raw_interactions`` besides ``event_date`` (all text: raw means raw).
-RAW_COLUMNS = ["source_file", "source_row", "user_id", "item_id", "rating", "timestamp", "raw_line", "parse_error"]
-ITEM_COLUMNS = ["item_id", "title", "year", "genres", "tags", "description", "attributes"]
-USER_COLUMNS = ["user_id", "age", "gender", "occupation", "zip_code", "attributes"]
-REJECT_COLUMNS = ["source_file", "source_row", "raw_line", "reason"]
+RAW_COLUMNS = columns_of("raw_interactions", exclude=("event_date",))
+ITEM_COLUMNS = columns_of("items")
+USER_COLUMNS = columns_of("users")
+#: A rejected metadata row (``metadata_quarantine`` less the table name the asset adds).
+REJECT_COLUMNS = columns_of("metadata_quarantine", exclude=("table",))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from recsys_dagster.core.models.base import Recommender
 from recsys_dagster.core.models.kgtextgnn import KGTextGNN
 from recsys_dagster.core.models.lightgcn import LightGCN
 from recsys_dagster.core.models.mf import MF
@@ -42,4 +43,4 @@ def build_model(name: str, data, dim: int = 64, layers: int = 2, kg_weight: floa
     raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
 
 
-__all__ = ["KGTextGNN", "LightGCN", "MF", "MODELS", "build_model"]
+__all__ = ["KGTextGNN", "LightGCN", "MF", "MODELS", "Recommender", "build_model"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys_dagster.core.models.base import Recommender
 from recsys_dagster.core.models.sparse import spmm
 
 
-class KGTextGNN(nn.Module):
+class KGTextGNN(Recommender):
     r"""Graph model over the collaborative knowledge graph (users, items, KG entities).
 
     Input representations (users first, then items, then entities, one index space):
@@ -148,8 +149,19 @@ class KGTextGNN(nn.Module):
             out = out + x
         return out[: self.num_users + self.num_items] / (self.num_layers + 1)
 
-    def ego(self, nodes: torch.Tensor) -> torch.Tensor:
-        return self.embedding.weight.index_select(0, nodes)
+    def refresh(self) -> None:
+        self.refresh_attention()
+
+    def aux_loss(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """KGAT's TransR loss on ``batch_size`` KG triples drawn uniformly, each against a
+        uniformly drawn corrupt tail; None without KG edges."""
+        n = self.kg_head.numel()
+        if n == 0:
+            return None
+        device = self.kg_head.device
+        k = torch.randint(0, n, (batch_size,), generator=generator).to(device)
+        neg = torch.randint(0, self.num_nodes, (batch_size,), generator=generator).to(device)
+        return self.kg_loss(self.kg_head[k], self.kg_rel[k], self.kg_tail[k], neg)
 
     def kg_loss(self, head, rel, tail, neg_tail) -> torch.Tensor:
         """KGAT's TransR-style loss on KG triples (optional auxiliary term)."""

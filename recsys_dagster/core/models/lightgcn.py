@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys_dagster.core.models.base import Recommender
 from recsys_dagster.core.models.sparse import spmm
 
 
-class LightGCN(nn.Module):
+class LightGCN(Recommender):
     r"""LightGCN over the user–item graph.
 
     .. math::
@@ -44,6 +45,3 @@ class LightGCN(nn.Module):
             x = spmm(self.adj, x)
             out = out + x
         return out / (self.num_layers + 1)
-
-    def ego(self, nodes: torch.Tensor) -> torch.Tensor:
-        return self.embedding.weight.index_select(0, nodes)

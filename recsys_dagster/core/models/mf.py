@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys_dagster.core.models.base import Recommender
 
-class MF(nn.Module):
+
+class MF(Recommender):
     r"""MF-BPR: :math:`\hat y_{ui} = e_u^\top e_i`.
 
     One embedding table holds users (rows ``0..U-1``) then items, like PyG's ``LightGCN``.
@@ -28,7 +30,3 @@ class MF(nn.Module):
     def forward(self) -> torch.Tensor:
         """Final embeddings of all nodes, users first: ``(U + I, d)``."""
         return self.embedding.weight
-
-    def ego(self, nodes: torch.Tensor) -> torch.Tensor:
-        """Layer-0 embeddings of the given nodes, for the L2 penalty."""
-        return self.embedding.weight.index_select(0, nodes)

@@ -1,0 +1,11 @@
+"""``option()``: a dataclass field with a help text, so a stage's config is declared once
+(the Dagster layer derives its launchpad configs, descriptions included, from these)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+def option(default, help: str = ""):  # noqa: A002 - the word users read
+    """``dataclasses.field(default=default)`` carrying ``help`` in its metadata."""
+    return dataclasses.field(default=default, metadata={"help": help})

@@ -1,0 +1,148 @@
+"""The BPR training loop: shuffled epochs with vectorized negatives, early stopping on
+validation NDCG@10, a checkpoint after every epoch, optional warm start."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from recsys_dagster.core.train.checkpoint import Checkpoint
+from recsys_dagster.core.train.config import TrainConfig, TrainResult
+from recsys_dagster.core.train.weights import warm_start_state
+
+
+def sample_negatives(users, n_items: int, train_keys, generator, rounds: int = 10):
+    """Uniform negatives, resampled where they hit a training positive (vectorized)."""
+    import torch
+
+    neg = torch.randint(0, n_items, users.shape, generator=generator)
+    for _ in range(rounds):
+        keys = users * n_items + neg
+        pos = torch.searchsorted(train_keys, keys).clamp(max=len(train_keys) - 1)
+        hit = train_keys[pos] == keys
+        if not bool(hit.any()):
+            break
+        neg[hit] = torch.randint(0, n_items, (int(hit.sum()),), generator=generator)
+    return neg
+
+
+def epoch_samples(data, gen, train_u=None, train_i=None, keys=None):
+    """One epoch's shuffled (user, positive, negative) triples: a permutation of the training
+    interactions and one vectorized negative draw."""
+    import torch
+
+    train_u = torch.as_tensor(data.train_users) if train_u is None else train_u
+    train_i = torch.as_tensor(data.train_items) if train_i is None else train_i
+    keys = torch.sort(train_u * data.n_items + train_i).values if keys is None else keys
+    perm = torch.randperm(len(train_u), generator=gen)
+    epoch_u, epoch_p = train_u[perm], train_i[perm]
+    return epoch_u, epoch_p, sample_negatives(epoch_u, data.n_items, keys, gen)
+
+
+def bpr_step(model, opt, u, p, n, data, config, gen=None, use_amp: bool = False) -> float:
+    """One optimizer step of BPR (+ L2 on the batch's ego embeddings, + the model's
+    auxiliary loss weighted by ``kg_loss_weight``) on users ``u``, positive items ``p`` and
+    negative items ``n``; returns the loss."""
+    import torch
+
+    device = next(model.parameters()).device
+    u, p, n = u.to(device), p.to(device), n.to(device)
+    p, n = p + data.n_users, n + data.n_users  # node index: users first, then items
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+        out = model()
+        eu, ep, en = out.index_select(0, u), out.index_select(0, p), out.index_select(0, n)
+        loss = -torch.nn.functional.logsigmoid((eu * ep).sum(-1) - (eu * en).sum(-1)).mean()
+        reg = model.ego(torch.cat([u, p, n])).pow(2).sum() / (2 * len(u))
+        loss = loss + config.reg_weight * reg
+        if config.kg_loss_weight > 0 and (aux := model.aux_loss(len(u), gen)) is not None:
+            loss = loss + config.kg_loss_weight * aux
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
+def evaluate(model, data, split: str = "valid", ks=(10, 20), device: str = "cpu") -> dict:
+    """Full-ranking metrics of ``model`` on the valid or test part of ``data``."""
+    from recsys_dagster.core.metrics import full_ranking
+
+    users, items = model.user_item_embeddings()
+    truth = data.valid_csr if split == "valid" else data.test_csr
+    exclude = data.train_csr if split == "valid" else data.train_plus_valid_csr()
+    return full_ranking(lambda ub: users[ub] @ items.T, truth, exclude, data.n_items, ks=ks, device=device)
+
+
+def train(
+    data,
+    config: TrainConfig,
+    checkpoint_path: str | Path | None = None,
+    warm_start: dict | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train ``config.model`` on ``data`` with BPR and early stopping.
+
+    A checkpoint at ``checkpoint_path`` from the same config and data is resumed; it is
+    rewritten after every epoch and removed when training finishes.
+    """
+    import torch
+
+    from recsys_dagster.core.models import build_model
+    from recsys_dagster.core.text import resolve_device
+
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    model = build_model(config.model, data, config.embedding_dim, config.num_layers, config.kg_weight,
+                        config.id_dropout, device)
+    model.generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    if warm_start is not None:
+        log(f"warm start: copied {warm_start_state(model, warm_start, data)} tensors from the previous model")
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    train_u, train_i = torch.as_tensor(data.train_users), torch.as_tensor(data.train_items)
+    keys = torch.sort(train_u * data.n_items + train_i).values
+    use_amp = config.amp and device.startswith("cuda")
+    ckpt = Checkpoint(checkpoint_path, data, config)
+    loop = ckpt.resume(model, opt, gen, log)
+
+    stopped_by, t_start, epoch_times = "max_epochs", time.perf_counter(), []
+    for epoch in range(loop.next_epoch, config.max_epochs):
+        t0 = time.perf_counter()
+        model.train()
+        model.refresh()
+        epoch_u, epoch_p, epoch_n = epoch_samples(data, gen, train_u, train_i, keys)
+        total = 0.0
+        for s in range(0, len(epoch_u), config.batch_size):
+            b = slice(s, s + config.batch_size)
+            total += bpr_step(model, opt, epoch_u[b], epoch_p[b], epoch_n[b], data, config, gen, use_amp) \
+                * len(epoch_u[b])
+        epoch_times.append(time.perf_counter() - t0)
+        record = {"epoch": epoch, "loss": total / len(epoch_u), "epoch_seconds": epoch_times[-1]}
+        if (epoch + 1) % config.eval_every == 0 or epoch == config.max_epochs - 1:
+            metrics = evaluate(model, data, "valid", device=device)
+            record.update({f"valid_{k}": v for k, v in metrics.items()})
+            if metrics[config.valid_metric] > loop.best:
+                loop.best, loop.best_epoch = metrics[config.valid_metric], epoch
+                loop.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        loop.history.append(record)
+        ckpt.save(epoch, model, opt, gen, loop)
+        if on_epoch is not None:  # after the checkpoint: a crash here loses no epoch
+            on_epoch(record)
+        if epoch + 1 >= config.min_epochs and epoch - loop.best_epoch >= config.patience:
+            stopped_by = "early_stopping"
+            break
+        if config.max_seconds is not None and time.perf_counter() - t_start > config.max_seconds:
+            stopped_by = "max_seconds"
+            break
+
+    if loop.best_state is not None:
+        model.load_state_dict(loop.best_state)
+    model.refresh()
+    best_valid = evaluate(model, data, "valid", device=device)
+    test = evaluate(model, data, "test", device=device)
+    ckpt.remove()
+    return TrainResult(model, config, loop.best_epoch, best_valid, test, loop.history, len(loop.history),
+                       loop.resumed_from, float(np.median(epoch_times)) if epoch_times else 0.0, stopped_by)
