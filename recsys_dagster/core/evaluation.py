@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import torch
 
 from recsys_dagster.core.metrics import full_ranking
+from recsys_dagster.core.options import option
 from recsys_dagster.core.train import TrainConfig, train
 from recsys_dagster.core.warehouse import columns_of
 
@@ -50,14 +50,18 @@ class EvalConfig:
     (:func:`recsys_dagster.core.tuning.resolve`)."""
 
     train: TrainConfig = field(default_factory=TrainConfig)
-    ks: tuple[int, ...] = (10, 20)
-    cold_user_share: float = 0.2
-    protocols: tuple[str, ...] = ("A", "B", "cold_item")
-    ablations: bool = True
-    trained_baselines: tuple[str, ...] = ("mf", "lightgcn")  # collaborative baselines trained in the run
-    temporal_train_share: float = 0.8
-    cold_item_share: float = 0.1
-    fusion_betas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+    ks: tuple[int, ...] = option((10, 20), "cut-offs K of Recall/NDCG/MRR/Hit@K")
+    cold_user_share: float = option(0.2, "share of test users (fewest training interactions) in the cold_users slice")
+    protocols: tuple[str, ...] = option(("A", "cold_item"), "A (hash split 8:1:1), A_recbole (RecBole's per-user "
+                                        "shuffle, every model retrained), B (temporal), cold_item")
+    ablations: bool = option(False, "main model without KG / without text / without both (protocol A; three "
+                                    "more trainings)")
+    trained_baselines: tuple[str, ...] = option(("mf", "lightgcn"), "collaborative baselines trained in the run "
+                                                "(mf, lightgcn); Pop, ItemKNN, EASE and text kNN always run")
+    temporal_train_share: float = option(0.8, "protocol B: share of each user's history (oldest first) in training")
+    cold_item_share: float = option(0.1, "share of items held out as cold in the cold_item protocol")
+    fusion_betas: tuple[float, ...] = option((0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
+                                             "text weights β tried on validation for the fusion")
     hyperparameters: dict = field(default_factory=dict)  # trained models; ItemKNN/EASE are tuned per run
 
     def params(self, name: str) -> dict:
@@ -82,6 +86,8 @@ def scorer_of(model):
 def add_rows(result: ProtocolResult, protocol: str, name: str, score_fn, data, config: EvalConfig,
              candidates: np.ndarray | None = None, params: dict | None = None, device: str = "cpu") -> dict:
     """Test metrics for one scorer, with slices, coverage and popularity of recommendations."""
+    import torch
+
     ks = config.ks
     n_items = data.n_items
     fn = score_fn
@@ -126,6 +132,8 @@ def _train(data, config: TrainConfig, log):
 
 def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_entities=None, log=print) -> ProtocolResult:
     """All models of one protocol on ``data`` (a :class:`TrainData`)."""
+    import torch
+
     from recsys_dagster.core.baselines import AttributeKNN, PopScorer, TextKNN
     from recsys_dagster.core.fusion import FusedScorer, FusionWeights, tune_fusion
     from recsys_dagster.core.text import resolve_device

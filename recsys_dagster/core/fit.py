@@ -54,4 +54,7 @@ def fit_version(tables, config, store: ModelStore, warm_start: bool = False,
     version = store.save(result, data, split.train, {**spec.as_dict(), "fingerprint": spec.fingerprint},
                          parent=parent.version if parent is not None else None,
                          extra={"split_sizes": split.sizes(), **(extra or {})})
+    from recsys_dagster.core.plots import training_curve_png
+
+    (version.path / "training_curve.png").write_bytes(training_curve_png(result))
     return FitOutcome(version, result, data)

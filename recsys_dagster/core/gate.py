@@ -20,14 +20,16 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from recsys_dagster.core.evaluation import OWN_MODELS
+from recsys_dagster.core.options import option
 
 
 @dataclass(frozen=True)
 class GateConfig:
-    required_peers: tuple[str, ...] = ("pop", "mf")
-    min_ndcg: float = 0.02
-    max_drop: float = 0.05
-    protocol: str = "A"
+    required_peers: tuple[str, ...] = option(("pop", "mf"), "the gate fails unless fused beats each of these")
+    min_ndcg: float = option(0.02, "the gate's absolute floor on fused NDCG@10")
+    max_drop: float = option(0.05, "the gate fails below (1 - max_drop) x the last published version's fused "
+                                   "NDCG@10 on the same split")
+    protocol: str = option("A", "the protocol whose rows the gate reads")
 
 
 @dataclass

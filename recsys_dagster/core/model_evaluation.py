@@ -88,6 +88,16 @@ def evaluate_version(store: ModelStore, version: str, tables, config: EvalConfig
     return VersionEvaluation(version, split, rows, gate, result.fusion, result.seconds, result.params, leak_check)
 
 
+def record_evaluation(store: ModelStore, ev: VersionEvaluation, run_id: str) -> pd.DataFrame:
+    """Keep the tuned fusion weights and the gate verdict with the version (a pass publishes
+    it); returns the rows with their provenance columns, ready for ``evaluation_metrics``."""
+    if ev.fusion:
+        store.update(ev.version, fusion=ev.fusion)
+    store.record_gate(ev.version, ev.gate.passed, {**ev.gate.details(), "run_id": run_id})
+    return ev.rows.assign(run_id=run_id, model_version=ev.version, split_fingerprint=ev.split.fingerprint,
+                          created_at=pd.Timestamp.now(tz="UTC").tz_localize(None))
+
+
 def summary_table(rows: pd.DataFrame) -> str:
     """Markdown: one row per (protocol, model), NDCG/Recall/MRR/Hit/Precision at each k."""
     a = rows[(rows.slice == "all") & rows.metric.isin(["ndcg", "recall", "mrr", "hit", "precision"])]
@@ -98,4 +108,5 @@ def summary_table(rows: pd.DataFrame) -> str:
     return pivot.reset_index().to_markdown(index=False)
 
 
-__all__ = ["EvaluationRefused", "VersionEvaluation", "check_split", "evaluate_version", "ndcg_at_10", "summary_table"]
+__all__ = ["EvaluationRefused", "VersionEvaluation", "check_split", "evaluate_version", "ndcg_at_10",
+           "record_evaluation", "summary_table"]

@@ -71,3 +71,18 @@ def bar_plot_png(labels: list[str], values: list[float], title: str) -> bytes:
     ax.set_title(title)
     ax.invert_yaxis()
     return _png(fig)
+
+
+def training_curve_png(result) -> bytes:
+    """Loss and validation NDCG@10 per epoch of a :class:`~recsys_dagster.core.train.TrainResult`."""
+    history = result.history
+    return line_plot_png({"loss": [h["loss"] for h in history],
+                          "valid ndcg@10": [h.get("valid_ndcg@10", float("nan")) for h in history]},
+                         f"{result.config.model} training")
+
+
+def png_markdown(png: bytes, alt: str) -> str:
+    """A PNG inline in markdown (Dagster renders it in the asset's metadata)."""
+    import base64
+
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
