@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from recsys_dagster.core.text import encode_cached, item_text, normalize_text
-from recsys_dagster.core.user_profiles import pooled_user_embeddings, profile_texts
+from recsys_dagster.core.user_profiles import pooled_user_embeddings
 from recsys_dagster.definitions import build_definitions
 from tests.conftest import make_settings, run_assets
 
@@ -56,16 +56,6 @@ def test_pooled_embeddings_weight_recent_items_more():
     np.testing.assert_allclose(matrix[1], [0, 0, 1])
 
 
-def test_profile_text_uses_recent_titles_genres_and_demographics():
-    items = pd.DataFrame({"item_id": ["a", "b"], "title": ["Alien (1979)", "Heat (1995)"],
-                          "genres": [["Sci-Fi"], ["Crime"]]})
-    users = pd.DataFrame({"user_id": ["u"], "age": [30], "gender": ["F"], "occupation": ["engineer"]})
-    inter = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "ts": pd.to_datetime(["2024-01-01", "2024-02-01"])})
-    text = profile_texts(inter, items, users)["u"]
-    assert text.startswith("Recently watched: Heat (1995); Alien (1979)")
-    assert "Favourite genres:" in text and "Age 25-34, F, engineer" in text
-
-
 def test_real_encoder_dimension_and_norm():
     from recsys_dagster.core.text import EncoderConfig, TextEncoder
 
@@ -91,7 +81,7 @@ def test_assets_on_synthetic_data_are_incremental(tmp_path, synthetic_folder):
     conn = duckdb.connect(settings.warehouse, read_only=True)
     methods = conn.execute("SELECT method, count(*) FROM user_behavior_embeddings GROUP BY 1 ORDER BY 1").fetchall()
     n_users = conn.execute("SELECT count(DISTINCT user_id) FROM cleaned_interactions").fetchall()[0][0]
-    assert methods == [("pooled", n_users), ("profile", n_users)]
+    assert methods == [("pooled", n_users)]
     kg_items = conn.execute("SELECT count(*) FROM kg_entities WHERE kind = 'item'").fetchall()[0][0]
     assert kg_items == 40
 

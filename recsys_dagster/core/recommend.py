@@ -2,22 +2,49 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
-import torch
 
-from recsys_dagster.core.explain import ExplainContext, explain_user
+from recsys_dagster.core.explain import ExplainContext, explain_user, item_entity_lists
 from recsys_dagster.core.fusion import FusedScorer, FusionWeights, top_k
+from recsys_dagster.core.options import option
 from recsys_dagster.core.warehouse import columns_of
 
 REC_COLUMNS = columns_of("fused_recommendations")
 
 
+@dataclass
+class RecommendConfig:
+    k: int = option(20, "items per user")
+    alpha: float | None = option(None, "override the tuned GNN weight")
+    beta: float | None = option(None, "override the tuned text weight")
+    cold_user_threshold: int = option(5, "users with fewer interactions lean on text")
+
+
+def use_behaviour_vectors(data, user_vectors: tuple[np.ndarray, np.ndarray] | None) -> int:
+    """Put the stored behaviour vectors (``user_behavior_embeddings``: ids, matrix) in
+    ``data.user_text``; users the table lacks (it is older than the interactions) keep the
+    vector pooled from ``data``. Returns how many users had no stored vector."""
+    if user_vectors is None or data.user_text is None or len(user_vectors[0]) == 0:
+        return 0 if data.user_text is None else data.n_users
+    ids, matrix = user_vectors
+    if matrix.shape[1] != data.user_text.shape[1]:
+        raise ValueError(f"user_behavior_embeddings has {matrix.shape[1]}-d vectors, the item text {data.user_text.shape[1]}-d:"
+                         " materialize user_behavior_embeddings again")
+    rows = pd.Series(np.arange(len(ids)), index=pd.Index(ids)).reindex(data.user_ids).to_numpy()
+    found = ~np.isnan(rows)
+    data.user_text[found] = matrix[rows[found].astype(np.int64)]
+    return int((~found).sum())
+
+
 def load_production_scorer(tables, version, fusion_override: dict | None = None, cold_user_threshold: int = 5,
-                           device: str = "cpu"):
+                           device: str = "cpu", user_vectors=None):
     """A store :class:`~recsys_dagster.core.model_store.ModelVersion`'s weights on the graph
     of *all* interactions (propagation sees the newest edges without retraining), fusion
-    weights from the version (tuned on validation), optionally overridden.
+    weights from the version (tuned on validation), optionally overridden; the users' text
+    vectors from ``user_vectors`` (see :func:`use_behaviour_vectors`) when given.
 
     Returns ``(scorer, data, positives, fusion)``."""
     from recsys_dagster.core.gnn_data import implicit_interactions
@@ -28,6 +55,8 @@ def load_production_scorer(tables, version, fusion_override: dict | None = None,
     cfg = TrainConfig.from_dict(version.manifest["config"])
     positives = implicit_interactions(tables.interactions, cfg.min_rating)
     data = data_for_split(tables, Split(positives, positives.iloc[:0], positives.iloc[:0], "all"), cfg)
+    if cfg.min_rating is None:  # the table pools every interaction; a rating threshold pools its own positives
+        use_behaviour_vectors(data, user_vectors)
     model, _ = load_weights(version.weights, data, device)
     fusion = {"alpha": 1.0, "beta": 0.0, **{k: v for k, v in version.fusion.items() if k in ("alpha", "beta")}}
     fusion.update({k: v for k, v in (fusion_override or {}).items() if v is not None})
@@ -36,6 +65,8 @@ def load_production_scorer(tables, version, fusion_override: dict | None = None,
 
 
 def build_scorer(model, data, weights: FusionWeights) -> FusedScorer:
+    import torch
+
     users, items = model.user_item_embeddings()
     ut = torch.as_tensor(data.user_text) if data.user_text is not None else None
     it = torch.as_tensor(data.item_text) if data.item_text is not None else None
@@ -67,6 +98,8 @@ def recommend_all(scorer: FusedScorer, data, ctx: ExplainContext, positive: np.n
                   model_version: str = "", generated_at=None, batch_size: int = 1024) -> pd.DataFrame:
     """Top-``k`` unseen items for every user with reasons. ``positive`` is aligned with
     ``data.train_csr[1]`` (True where the interaction counts as "rated highly")."""
+    import torch
+
     users = np.arange(data.n_users)
     items, scores = top_k(scorer, users, data.train_csr, data.n_items, k, batch_size)
     ptr, hist = data.train_csr
@@ -105,6 +138,8 @@ def recommend_for_new_user(scorer: FusedScorer, data, ctx: ExplainContext, item_
                            profile_embedding: np.ndarray | None = None, k: int = 20) -> pd.DataFrame:
     """Score a user unknown to the warehouse from a list of item ids and/or a text profile
     embedding (``TextEncoder.encode([profile])[0]``). Items given are excluded."""
+    import torch
+
     pos = {str(i): n for n, i in enumerate(data.item_ids)}
     known = [pos[str(i)] for i in (item_ids or []) if str(i) in pos]
     user_gnn = scorer.item_gnn[known].mean(0, keepdim=True) if known else torch.zeros(1, scorer.item_gnn.shape[1])
@@ -127,3 +162,40 @@ def recommend_for_new_user(scorer: FusedScorer, data, ctx: ExplainContext, item_
         reasons = ["matches your description"] * len(reasons)
     return pd.DataFrame({"rank": np.arange(1, items.shape[1] + 1), "item_id": data.item_ids[items[0]],
                          "title": ctx.titles[items[0]], "score": scores[0], "reason": reasons})
+
+
+@dataclass
+class Recommendations:
+    frame: pd.DataFrame
+    fusion: dict
+    n_items: int
+    users_without_stored_vector: int
+
+    def summary(self, titles: pd.Series) -> dict:
+        """Coverage, reason kinds and one user's list (for the asset's metadata)."""
+        recs = self.frame
+        sample = recs[recs.user_id == recs.user_id.iloc[0]].head(10).merge(
+            titles.rename("title"), left_on="item_id", right_index=True, how="left") if len(recs) else recs
+        kinds = recs["reason"].str.extract(r"^(same [a-z ]+?|similar description|because you|popular)")[0].value_counts()
+        return {"users": int(recs["user_id"].nunique()), "distinct_items": int(recs["item_id"].nunique()),
+                "catalog_coverage": round(recs["item_id"].nunique() / max(self.n_items, 1), 4),
+                "reason_kinds": kinds.rename_axis("reason").reset_index().to_markdown(index=False),
+                "sample": sample[["user_id", "rank", "title", "score", "reason"]].to_markdown(index=False)}
+
+
+def production_recommendations(tables, titles: pd.Series, version, config: RecommendConfig,
+                               user_vectors=None, device: str = "cpu") -> Recommendations:
+    """Top-``config.k`` recommendations with reasons for every user from a published model
+    version (see :func:`load_production_scorer`)."""
+    scorer, data, positives, fusion = load_production_scorer(
+        tables, version, {"alpha": config.alpha, "beta": config.beta}, config.cold_user_threshold, device, user_vectors)
+    ctx = explain_context(scorer, titles.reindex(data.item_ids).fillna("").to_numpy(),
+                          item_entity_lists(data.n_items, {i: n for n, i in enumerate(data.item_ids)},
+                                            tables.entities, tables.relations, tables.triples))
+    positive, explicit = history_positive(positives, data)
+    if not explicit:
+        ctx.verb_other = "interacted with"
+    frame = recommend_all(scorer, data, ctx, positive, config.k, version.version)
+    stored = set(user_vectors[0]) if user_vectors is not None and version.manifest["config"].get("min_rating") is None \
+        else set()
+    return Recommendations(frame, fusion, data.n_items, int(sum(u not in stored for u in data.user_ids)))

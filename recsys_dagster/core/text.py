@@ -183,3 +183,30 @@ def encode_cached(conn, encoder, texts: list[str]) -> tuple[np.ndarray, int, int
         return np.zeros((0, encoder.dim), dtype=np.float32), 0, 0
     matrix = np.stack([vectors[h] for h in hashes])
     return matrix, len(missing), len(unique) - len(missing)
+
+
+@dataclass
+class ItemEmbeddings:
+    """The rows of ``item_text_embeddings`` and what encoding them cost."""
+
+    frame: pd.DataFrame
+    matrix: np.ndarray
+    texts: pd.Series
+    encoded: int
+    reused: int
+    encode_seconds: float
+
+
+def embed_items(conn, encoder, items: pd.DataFrame) -> ItemEmbeddings:
+    """One unit vector per item (ordered by id) of its text, through the cache."""
+    import time
+
+    items = items.sort_values("item_id").reset_index(drop=True)
+    texts = item_texts(items)
+    t0 = time.perf_counter()
+    matrix, encoded, reused = encode_cached(conn, encoder, texts.tolist())
+    seconds = time.perf_counter() - t0
+    frame = pd.DataFrame({"item_id": items["item_id"], "model_id": encoder.model_id,
+                          "text_sha256": [text_sha256(t) for t in texts], "text": texts.to_numpy(),
+                          "embedding": list(matrix)})
+    return ItemEmbeddings(frame, matrix, texts, encoded, reused, seconds)

@@ -1,23 +1,20 @@
-"""User behaviour representations in the text-embedding space.
+"""User behaviour in the text-embedding space: :func:`pooled_user_embeddings`, the
+recency-weighted mean of the text embeddings of the items a user interacted with,
+``w = 2^(-(t_last - t) / half_life)`` relative to the user's own latest interaction,
+L2-normalized. It takes the interactions the caller passes, so training and evaluation
+pass their training split only (no leakage) and ``user_behavior_embeddings`` passes every
+positive (serving).
 
-(a) :func:`pooled_user_embeddings`: recency-weighted mean of the text embeddings of the
-    items a user interacted with, ``w = 2^(-(t_last - t) / half_life)`` relative to the
-    user's own latest interaction, L2-normalized.
-(b) :func:`profile_texts`: a short text profile (recent titles, favourite genres,
-    demographics) that the language model encodes.
-
-Both take the interactions the caller passes, so evaluation can pass the training split
-only (no leakage).
+An LM-encoded text profile per user (recent titles, favourite genres, demographics) was
+measured and dropped: as the text side on ML-100K (hash split, seeds 2020-2022) its
+validation NDCG@10 was 0.016 against 0.023 for the pooled vector (0.68x), averaging the
+two scored 0.015, and encoding the profiles cost 16-18 s per run.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import pandas as pd
-
-from recsys_dagster.core.knowledge_graph import age_band
 
 
 def pooled_user_embeddings(
@@ -47,31 +44,9 @@ def pooled_user_embeddings(
     return users, out.astype(np.float32), counts
 
 
-def profile_texts(
-    interactions: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame | None = None, max_titles: int = 12
-) -> pd.Series:
-    """One profile text per user: ``Recently watched: A; B. Favourite genres: x, y. Age 25-34, F, engineer.``"""
-    titles = items.set_index("item_id")["title"].to_dict()
-    genres = items.set_index("item_id")["genres"].to_dict()
-    demo = {}
-    if users is not None and len(users):
-        for r in users.itertuples(index=False):
-            bits = [f"Age {age_band(r.age)}" if age_band(r.age) else None,
-                    r.gender if isinstance(r.gender, str) and r.gender else None,
-                    r.occupation if isinstance(r.occupation, str) and r.occupation else None]
-            demo[r.user_id] = ", ".join(b for b in bits if b)
-    out = {}
-    ordered = interactions.sort_values(["user_id", "ts"], ascending=[True, False])
-    for user, grp in ordered.groupby("user_id", sort=True):
-        recent = [titles.get(i) for i in grp["item_id"].head(max_titles)]
-        recent = [t for t in recent if t]
-        counts = Counter(g for i in grp["item_id"] for g in (genres.get(i) if genres.get(i) is not None else []))
-        parts = []
-        if recent:
-            parts.append("Recently watched: " + "; ".join(recent))
-        if counts:
-            parts.append("Favourite genres: " + ", ".join(g for g, _ in counts.most_common(3)))
-        if demo.get(user):
-            parts.append(demo[user])
-        out[user] = ". ".join(parts) + "." if parts else "New user."
-    return pd.Series(out, dtype=object)
+def behaviour_frame(positives: pd.DataFrame, item_ids, item_emb: np.ndarray, model_id: str,
+                    half_life_days: float = 60.0) -> pd.DataFrame:
+    """The rows of ``user_behavior_embeddings``: one pooled vector per user of ``positives``."""
+    users, pooled, counts = pooled_user_embeddings(positives, item_ids, item_emb, half_life_days)
+    return pd.DataFrame({"user_id": users, "method": "pooled", "model_id": model_id, "n_interactions": counts,
+                         "embedding": list(pooled)})

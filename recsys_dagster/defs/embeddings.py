@@ -1,6 +1,6 @@
-"""Stage 3 — text embeddings: item texts and user behaviour through the transformer."""
+"""Stage 3 — text embeddings: item texts through the transformer, and user behaviour
+pooled in the same space."""
 
-import base64
 import time
 
 import dagster as dg
@@ -18,10 +18,6 @@ from recsys_dagster.defs.resources import (
 GROUP = "embeddings"
 
 
-def _png_md(png: bytes, alt: str) -> dg.MetadataValue:
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
-
-
 def _neighbours_md(ids, titles: dict, matrix: np.ndarray, queries: list[int], k: int = 5) -> dg.MetadataValue:
     rows = []
     sims = matrix[queries] @ matrix.T
@@ -31,7 +27,30 @@ def _neighbours_md(ids, titles: dict, matrix: np.ndarray, queries: list[int], k:
     return dg.MetadataValue.md(pd.DataFrame(rows, columns=["item", "nearest by text"]).to_markdown(index=False))
 
 
-@dg.asset(group_name=GROUP, kinds={"pytorch", "duckdb"}, pool=WAREHOUSE_POOL, deps=["items"])
+def item_embedding_metadata(emb, items: pd.DataFrame, n_queries: int = 4) -> dict:
+    """Counts, throughput, the nearest neighbours of a few items (spread over the catalogue),
+    a PCA plot."""
+    from recsys_dagster.core.plots import embedding_projection_png, png_markdown
+
+    items = items.sort_values("item_id").reset_index(drop=True)
+    queries = sorted({int(q) for q in np.linspace(0, len(items) - 1, min(n_queries, len(items)))})
+    titles = dict(zip(items["item_id"], items["title"], strict=True))
+    meta = {
+        "dagster/row_count": len(emb.frame), "dim": int(emb.matrix.shape[1]),
+        "texts_encoded": emb.encoded, "texts_reused": emb.reused, "encode_seconds": round(emb.encode_seconds, 3),
+        "texts_per_second": round(emb.encoded / emb.encode_seconds, 1) if emb.encoded and emb.encode_seconds > 0 else 0.0,
+        "nearest_neighbours": _neighbours_md(items["item_id"].tolist(), titles, emb.matrix, queries),
+        "text_example": emb.texts.iloc[queries[0]] if len(emb.texts) else "",
+    }
+    if len(emb.frame) >= 3:
+        first_genre = [list(g)[0] if g is not None and len(g) else "(none)" for g in items["genres"]]
+        png = embedding_projection_png(emb.matrix, first_genre, "item text embeddings (PCA)")
+        meta["projection"] = dg.MetadataValue.md(png_markdown(png, "PCA"))
+    return meta
+
+
+@dg.asset(group_name=GROUP, kinds={"pytorch", "duckdb"}, pool=WAREHOUSE_POOL,
+          deps=["items"])
 def item_text_embeddings(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, text_encoder: TextEncoderResource,
     compute: ComputeResource,
@@ -39,93 +58,41 @@ def item_text_embeddings(
     """One L2-normalized transformer embedding per item of ``Title. Genres. Tags.
     Description``. Vectors are cached by (model id, sha256 of the exact text): a
     re-materialization encodes only new or changed texts."""
-    from recsys_dagster.core.plots import embedding_projection_png
-    from recsys_dagster.core.text import item_texts, text_sha256
+    from recsys_dagster.core.text import embed_items
 
     t0 = time.perf_counter()
     encoder = text_encoder.get(compute.resolve())
     with warehouse.get_connection() as conn:
-        items = wh.read_table(conn, "items").sort_values("item_id").reset_index(drop=True)
-        texts = item_texts(items)
-        t1 = time.perf_counter()
-        from recsys_dagster.core.text import encode_cached
-
-        matrix, encoded, reused = encode_cached(conn, encoder, texts.tolist())
-        encode_s = time.perf_counter() - t1
-        frame = pd.DataFrame({
-            "item_id": items["item_id"], "model_id": encoder.model_id,
-            "text_sha256": [text_sha256(t) for t in texts], "text": texts.to_numpy(), "embedding": list(matrix),
-        })
-        wh.write(conn, "item_text_embeddings", frame)
-        popular = []
-        if wh.table_exists(conn, "cleaned_interactions"):
-            popular = [r[0] for r in conn.execute(
-                "SELECT item_id FROM cleaned_interactions GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 4").fetchall()]
-    pos = {i: n for n, i in enumerate(items["item_id"])}
-    queries = [pos[i] for i in popular if i in pos] or list(range(min(4, len(items))))
-    titles = dict(zip(items["item_id"], items["title"], strict=True))
-    first_genre = [list(g)[0] if g is not None and len(g) else "(none)" for g in items["genres"]]
-    meta = {
-        "dagster/row_count": len(frame),
-        "model_id": encoder.model_id,
-        "device": encoder.device,
-        "dim": int(matrix.shape[1]),
-        "texts_encoded": encoded,
-        "texts_reused": reused,
-        "encode_seconds": round(encode_s, 3),
-        "texts_per_second": round(encoded / encode_s, 1) if encoded and encode_s > 0 else 0.0,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "nearest_neighbours": _neighbours_md(items["item_id"].tolist(), titles, matrix, queries),
-        "text_example": texts.iloc[queries[0]] if len(texts) else "",
-    }
-    if len(frame) >= 3:
-        meta["projection"] = _png_md(embedding_projection_png(matrix, first_genre, "item text embeddings (PCA)"), "PCA")
-    context.log.info(f"encoded {encoded} texts, reused {reused} from the cache")
-    return dg.MaterializeResult(metadata=meta)
-
-
-@dg.asset(group_name=GROUP, kinds={"pytorch", "duckdb"}, pool=WAREHOUSE_POOL,
-          deps=[item_text_embeddings, dg.AssetDep("cleaned_interactions", partition_mapping=dg.AllPartitionMapping()),
-                "users"])
-def user_behavior_embeddings(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, text_encoder: TextEncoderResource,
-    compute: ComputeResource,
-) -> dg.MaterializeResult:
-    """Two representations per user in the text space: ``pooled`` (recency-weighted mean of
-    the user's item text embeddings) and ``profile`` (the language model's encoding of a
-    short profile: recent titles, favourite genres, demographics). Built from all cleaned
-    interactions here; evaluation rebuilds them from its training split."""
-    from recsys_dagster.core.text import encode_cached
-    from recsys_dagster.core.user_profiles import pooled_user_embeddings, profile_texts
-
-    t0 = time.perf_counter()
-    encoder = text_encoder.get(compute.resolve())
-    with warehouse.get_connection() as conn:
-        inter = conn.execute("SELECT user_id, item_id, ts FROM cleaned_interactions").df()
-        item_ids, item_emb = wh.read_embeddings(conn, "item_text_embeddings", "item_id")
         items = wh.read_table(conn, "items")
-        users = wh.read_table(conn, "users")
-        user_ids, pooled, counts = pooled_user_embeddings(inter, item_ids, item_emb)
-        profiles = profile_texts(inter, items, users)
-        prof_emb, encoded, reused = encode_cached(conn, encoder, profiles.tolist())
-        n_by_user = dict(zip(user_ids, counts, strict=True))
-        frame = pd.concat([
-            pd.DataFrame({"user_id": user_ids, "method": "pooled", "model_id": encoder.model_id,
-                          "n_interactions": counts, "embedding": list(pooled)}),
-            pd.DataFrame({"user_id": profiles.index, "method": "profile", "model_id": encoder.model_id,
-                          "n_interactions": [n_by_user.get(u, 0) for u in profiles.index], "embedding": list(prof_emb)}),
-        ], ignore_index=True)
+        emb = embed_items(conn, encoder, items)
+        wh.write(conn, "item_text_embeddings", emb.frame)
+    context.log.info(f"encoded {emb.encoded} texts, reused {emb.reused} from the cache")
+    return dg.MaterializeResult(metadata={**item_embedding_metadata(emb, items), "model_id": encoder.model_id,
+                                          "device": encoder.device, "seconds": round(time.perf_counter() - t0, 3)})
+
+
+@dg.asset(group_name=GROUP, kinds={"duckdb"}, pool=WAREHOUSE_POOL,
+          deps=[item_text_embeddings, dg.AssetDep("cleaned_interactions", partition_mapping=dg.AllPartitionMapping())])
+def user_behavior_embeddings(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """One vector per user in the item-text space (``method = pooled``): the
+    recency-weighted mean (60-day half-life) of the text embeddings of every item the user
+    interacted with. ``fused_recommendations`` serves from these vectors; training and
+    evaluation pool the same way from their own training split, so no valid/test
+    interaction reaches a graded model."""
+    from recsys_dagster.core.gnn_data import implicit_interactions
+    from recsys_dagster.core.user_profiles import behaviour_frame
+
+    t0 = time.perf_counter()
+    with warehouse.get_connection() as conn:
+        positives = implicit_interactions(conn.execute("SELECT user_id, item_id, ts, rating FROM cleaned_interactions").df())
+        item_ids, item_emb = wh.read_embeddings(conn, "item_text_embeddings", "item_id")
+        model_id = conn.execute("SELECT any_value(model_id) FROM item_text_embeddings").fetchall()[0][0]
+        frame = behaviour_frame(positives, item_ids, item_emb, model_id or "")
         wh.write(conn, "user_behavior_embeddings", frame)
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": len(frame),
-            "users": len(user_ids),
-            "profile_texts_encoded": encoded,
-            "profile_texts_reused": reused,
-            "profile_example": profiles.iloc[0] if len(profiles) else "",
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
-    )
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(frame), "users": len(frame), "item_text_model": model_id or "-",
+        "median_interactions": float(np.median(frame["n_interactions"])) if len(frame) else 0.0,
+        "seconds": round(time.perf_counter() - t0, 3)})
 
 
 @dg.asset_check(asset=item_text_embeddings, blocking=True, description="one unit-norm vector per item")

@@ -4,37 +4,37 @@ published model version only."""
 import time
 
 import dagster as dg
-from pydantic import Field
 
 from recsys_dagster.core import warehouse as wh
-from recsys_dagster.defs.resources import WAREHOUSE_POOL, ModelStoreResource, WarehouseResource
+from recsys_dagster.core.recommend import RecommendConfig
+from recsys_dagster.defs.config import config_fields, core_values, derive_config
+from recsys_dagster.defs.resources import (
+    WAREHOUSE_POOL,
+    ComputeResource,
+    ModelStoreResource,
+    WarehouseResource,
+)
 
-
-class RecommendationConfig(dg.Config):
-    k: int = Field(default=20, description="items per user")
-    alpha: float | None = Field(default=None, description="override the tuned GNN weight")
-    beta: float | None = Field(default=None, description="override the tuned text weight")
-    cold_user_threshold: int = Field(default=5, description="users with fewer interactions lean on text")
+RecommendationConfig = derive_config("RecommendationConfig", "Launchpad config of fused_recommendations.",
+                                     config_fields(RecommendConfig))
 
 
 @dg.asset(group_name="recommendations", kinds={"pytorch", "duckdb"}, pool=WAREHOUSE_POOL,
-          deps=["evaluation_metrics", "gnn_model", "user_behavior_embeddings"])
+          deps=["gnn_model", "evaluation_metrics", "user_behavior_embeddings",
+                dg.AssetDep("cleaned_interactions", partition_mapping=dg.AllPartitionMapping()), "knowledge_graph",
+                "item_text_embeddings", "items"])
 def fused_recommendations(context: dg.AssetExecutionContext, config: RecommendationConfig,
-                          warehouse: WarehouseResource, model_store: ModelStoreResource) -> dg.MaterializeResult:
+                          warehouse: WarehouseResource, model_store: ModelStoreResource,
+                          compute: ComputeResource) -> dg.MaterializeResult:
     """Top-K unseen items per user from the *published* model version (the newest one that
     passed the evaluation gate; a version that failed it is never served):
     ``α·z(GNN score) + β·z(text score)`` with α, β tuned on validation (stored with the
-    version; overridable), text-leaning weights for users with few interactions,
-    popularity as last resort, and a reason per row (shared KG entity, most similar history
-    item, or similar description). Rewriting a model version replaces its rows."""
-    from recsys_dagster.core.explain import item_entity_lists
+    version; overridable), the users' behaviour vectors from ``user_behavior_embeddings``,
+    text-leaning weights for users with few interactions, popularity as last resort, and a
+    reason per row (shared KG entity, most similar history item, or similar description).
+    Rewriting a model version replaces its rows."""
     from recsys_dagster.core.model_store import ModelStoreError
-    from recsys_dagster.core.recommend import (
-        explain_context,
-        history_positive,
-        load_production_scorer,
-        recommend_all,
-    )
+    from recsys_dagster.core.recommend import production_recommendations
     from recsys_dagster.core.training_data import read_tables
 
     t0 = time.perf_counter()
@@ -45,28 +45,19 @@ def fused_recommendations(context: dg.AssetExecutionContext, config: Recommendat
     with warehouse.get_connection() as conn:
         tables = read_tables(conn)
         titles = wh.read_table(conn, "items").set_index("item_id")["title"]
-    scorer, data, positives, fusion = load_production_scorer(
-        tables, version, {"alpha": config.alpha, "beta": config.beta}, config.cold_user_threshold)
-    ctx = explain_context(scorer, titles.reindex(data.item_ids).fillna("").to_numpy(),
-                          item_entity_lists(data.n_items, {i: n for n, i in enumerate(data.item_ids)},
-                                            tables.entities, tables.relations, tables.triples))
-    positive, explicit = history_positive(positives, data)
-    if not explicit:
-        ctx.verb_other = "interacted with"
-    recs = recommend_all(scorer, data, ctx, positive, config.k, version.version)
+        vectors = wh.read_embeddings(conn, "user_behavior_embeddings", "user_id") \
+            if wh.table_exists(conn, "user_behavior_embeddings") else None
+    recs = production_recommendations(tables, titles, version, RecommendConfig(**core_values(config, RecommendConfig)),
+                                      vectors, compute.resolve())
     with warehouse.get_connection() as conn:
-        wh.write(conn, "fused_recommendations", recs, model_version=version.version)
-    sample = recs[recs.user_id == recs.user_id.iloc[0]].head(10).merge(
-        titles.rename("title"), left_on="item_id", right_index=True, how="left") if len(recs) else recs
-    reason_kinds = recs["reason"].str.extract(r"^(same [a-z ]+?|similar description|because you|popular)")[0].value_counts()
+        wh.write(conn, "fused_recommendations", recs.frame, model_version=version.version)
+    summary = recs.summary(titles)
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(recs), "users": int(recs["user_id"].nunique()),
-        "distinct_items": int(recs["item_id"].nunique()),
-        "catalog_coverage": round(recs["item_id"].nunique() / max(data.n_items, 1), 4),
-        "alpha": fusion["alpha"], "beta": fusion["beta"], "model_version": version.version,
-        "published_at": version.manifest.get("published_at", ""),
-        "reason_kinds": dg.MetadataValue.md(reason_kinds.rename_axis("reason").reset_index().to_markdown(index=False)),
-        "sample": dg.MetadataValue.md(sample[["user_id", "rank", "title", "score", "reason"]].to_markdown(index=False)),
+        "dagster/row_count": len(recs.frame), "users": summary["users"], "distinct_items": summary["distinct_items"],
+        "catalog_coverage": summary["catalog_coverage"], "alpha": recs.fusion["alpha"], "beta": recs.fusion["beta"],
+        "model_version": version.version, "published_at": version.manifest.get("published_at", ""),
+        "users_without_stored_behaviour_vector": recs.users_without_stored_vector,
+        "reason_kinds": dg.MetadataValue.md(summary["reason_kinds"]), "sample": dg.MetadataValue.md(summary["sample"]),
         "seconds": round(time.perf_counter() - t0, 2),
     })
 
@@ -87,4 +78,5 @@ def recommendations_are_valid(warehouse: WarehouseResource) -> dg.AssetCheckResu
         empty = conn.execute("SELECT count(*) FROM fused_recommendations WHERE model_version = ? "
                              "AND coalesce(trim(reason), '') = ''", [v]).fetchall()[0][0]
     return dg.AssetCheckResult(passed=bad_counts == 0 and seen == 0 and empty == 0, metadata={
-        "model_version": v, "users_with_bad_lists": bad_counts, "seen_items_recommended": seen, "empty_reasons": empty})
+        "model_version": v, "users_with_bad_lists": bad_counts, "seen_items_recommended": seen,
+        "empty_reasons": empty})
