@@ -36,23 +36,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from recsys_dagster.core.options import option
+
 SOURCES = ("dataset", "landing")
 GRAINS = ("day", "week", "month")
 
 
 @dataclass(frozen=True)
 class Settings:
-    dataset: str
-    data_dir: str | None
-    home: str
-    warehouse: str
-    verify_checksums: bool
-    snapshot_date: str | None
-    device: str = "auto"
-    text_model: str = "all-MiniLM-L6-v2"
+    dataset: str = option(help="movielens-100k, movielens-latest-small or a generic dataset folder (RECSYS_DATASET)")
+    data_dir: str | None = option(help="local mirror holding ml-100k/ etc. (RECSYS_DATA_DIR)")
+    home: str = option(help="runtime outputs: downloads, landing, models, MLflow (RECSYS_HOME)")
+    warehouse: str = option(help="DuckDB file (RECSYS_WAREHOUSE)")
+    verify_checksums: bool = option(help="check SHA-256 of MovieLens files (RECSYS_VERIFY_CHECKSUMS)")
+    snapshot_date: str | None = option(help="date of a generic dataset without timestamps (RECSYS_SNAPSHOT_DATE)")
+    device: str = option("auto", "auto (CUDA when available), cpu, cuda (RECSYS_DEVICE)")
+    text_model: str = option("all-MiniLM-L6-v2", "sentence-transformers model name or path (RECSYS_TEXT_MODEL)")
     mlflow_tracking_uri: str | None = None
-    source: str = "dataset"
-    landing_dir: str | None = None
+    source: str = option("dataset", "dataset (the source files) or landing (day folders) (RECSYS_SOURCE)")
+    landing_dir: str | None = option(None, "landing folder with YYYY-MM-DD sub-folders (RECSYS_LANDING_DIR; "
+                                           "default $RECSYS_HOME/landing)")
     partitions_end: str = "span"
     partition_grain: str = "day"
     refresh_cron: str = "0 3 * * *"

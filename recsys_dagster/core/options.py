@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 
-def option(default, help: str = ""):  # noqa: A002 - the word users read
-    """``dataclasses.field(default=default)`` carrying ``help`` in its metadata."""
+def option(default=dataclasses.MISSING, help: str = ""):  # noqa: A002 - the word users read
+    """``dataclasses.field(default=default)`` carrying ``help`` in its metadata (no default:
+    a required field)."""
     return dataclasses.field(default=default, metadata={"help": help})

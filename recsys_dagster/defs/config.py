@@ -41,7 +41,12 @@ def config_fields(source: type, include: Iterable[str] | None = None, exclude: I
         if name in exclude:
             continue
         f = by_name[name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = ...  # required
         if isinstance(default, tuple):
             default = list(default)
         out[name] = (_config_type(hints[name]), Field(default=default, description=f.metadata.get("help")))

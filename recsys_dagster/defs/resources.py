@@ -1,5 +1,6 @@
 """Resources: the DuckDB warehouse (serialized writers) and the dataset source."""
 
+import dataclasses
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -7,7 +8,8 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from recsys_dagster.settings import Settings
+from recsys_dagster.defs.config import config_fields, derive_config
+from recsys_dagster.settings import Settings, load_settings
 
 #: Concurrency pool of every asset that writes the warehouse; dagster.yaml limits it to 1.
 WAREHOUSE_POOL = "duckdb_warehouse"
@@ -37,49 +39,36 @@ class WarehouseResource(DuckDBResource):
             finally:
                 conn.close()
 
-class DatasetResource(dg.ConfigurableResource):
-    """Where interactions and metadata come from (see ``recsys_dagster.settings``)."""
-
-    dataset: str = Field(default="movielens-100k", description="movielens-100k, movielens-latest-small or a folder path")
-    data_dir: str | None = Field(default=None, description="Local mirror holding ml-100k/ etc. (RECSYS_DATA_DIR)")
-    download_dir: str = Field(default="data/downloads", description="Where downloads are cached")
-    verify_checksums: bool = True
-    snapshot_date: str | None = None
-    source: str = Field(default="dataset", description="dataset (the source files) or landing (day folders)")
-    landing_dir: str = Field(default="data/landing", description="landing folder with YYYY-MM-DD sub-folders")
+class _DatasetResourceBase(dg.ConfigurableResource):
+    def settings(self) -> Settings:
+        """Full settings with this resource's values (the rest: their defaults)."""
+        return dataclasses.replace(load_settings({}), **self.model_dump())
 
     def raw_interactions(self, start, end):
         """Raw rows of event days ``start..end`` from the source files or the landing folder."""
-        dataset = self.open()
-        if self.source == "landing":
+        settings = self.settings()
+        dataset = settings.open_dataset()
+        if settings.source == "landing":
             from recsys_dagster.core.landing import read_landed
 
-            return read_landed(dataset, self.landing_dir, start, end)
+            return read_landed(dataset, settings.landing, start, end)
         raw = dataset.raw_interactions()
         return raw[(raw["event_date"] >= start) & (raw["event_date"] <= end)]
 
     def open(self):
-        from recsys_dagster.core.datasets import open_dataset
-
-        return open_dataset(
-            self.dataset,
-            mirror_dir=self.data_dir,
-            download_dir=self.download_dir,
-            verify_checksums=self.verify_checksums,
-            snapshot_date=self.snapshot_date,
-        )
+        return self.settings().open_dataset()
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "DatasetResource":
-        return cls(
-            dataset=s.dataset,
-            data_dir=s.data_dir,
-            download_dir=s.download_dir,
-            verify_checksums=s.verify_checksums,
-            snapshot_date=s.snapshot_date,
-            source=s.source,
-            landing_dir=s.landing,
-        )
+    def from_settings(cls, s: Settings):
+        return cls(**{name: getattr(s, name) for name in cls.model_fields})
+
+
+#: Where interactions and metadata come from: the dataset fields of
+#: :class:`~recsys_dagster.settings.Settings` (same names and help; see that module).
+DatasetResource = derive_config(
+    "DatasetResource", "Where interactions and metadata come from (see recsys_dagster.settings).",
+    config_fields(Settings, include=("dataset", "data_dir", "home", "verify_checksums", "snapshot_date", "source",
+                                     "landing_dir")), base=_DatasetResourceBase)
 
 
 class ModelStoreResource(dg.ConfigurableResource):

@@ -10,19 +10,21 @@ import dagster as dg
 from pydantic import Field
 
 from recsys_dagster.core import warehouse as wh
+from recsys_dagster.core.train.config import TrainConfig
+from recsys_dagster.defs.config import config_fields, core_values, derive_config
 from recsys_dagster.defs.resources import WAREHOUSE_POOL, ComputeResource, WarehouseResource
 
 TUNING_GROUP = "tuning"
 
 
-class TuningConfig(dg.Config):
-    models: list[str] = Field(default=["mf", "lightgcn", "kgtextgnn"],
-                              description="trained models to tune; each gets its grid from core.tuning.GRIDS "
-                                          "(ItemKNN and EASE are tuned inside every evaluation)")
-    split_seed: int = Field(default=2020, description="seed of the hash split whose validation part decides")
-    max_epochs: int = 300
-    min_epochs: int = 20
-    patience: int = 30
+#: The launchpad form of ``model_hyperparameters``: which models, plus the split seed and
+#: epoch budget fields of :class:`TrainConfig` (same names, defaults and help).
+TuningConfig = derive_config(
+    "TuningConfig", "Launchpad config of model_hyperparameters.",
+    config_fields(TrainConfig, include=("split_seed", "max_epochs", "min_epochs", "patience")),
+    models=(list[str], Field(default=["mf", "lightgcn", "kgtextgnn"],
+                             description="trained models to tune; each gets its grid from core.tuning.GRIDS "
+                                         "(ItemKNN and EASE are tuned inside every evaluation)")))
 
 
 @dg.asset(group_name=TUNING_GROUP, kinds={"pytorch", "duckdb"}, pool=WAREHOUSE_POOL,
@@ -35,7 +37,6 @@ def model_hyperparameters(context: dg.AssetExecutionContext, config: TuningConfi
     stopping). ``gnn_model`` and ``evaluation_metrics`` read the newest choice per model;
     every trial is kept. (ItemKNN's k x shrink and EASE's λ are tuned on validation inside
     every evaluation, so they are not cached.)"""
-    from recsys_dagster.core.train import TrainConfig
     from recsys_dagster.core.training_data import data_for_split, make_split, read_tables
     from recsys_dagster.core.tuning import (
         TRAINED,
@@ -47,8 +48,7 @@ def model_hyperparameters(context: dg.AssetExecutionContext, config: TuningConfi
     unknown = sorted(set(config.models) - set(TRAINED))
     if unknown:
         raise dg.Failure(f"cannot tune {unknown}: choose from {list(TRAINED)}")
-    base = TrainConfig(device=compute.resolve(), split_seed=config.split_seed, max_epochs=config.max_epochs,
-                       min_epochs=config.min_epochs, patience=config.patience)
+    base = TrainConfig(**core_values(config, TrainConfig, device=compute.resolve()))
     with warehouse.get_connection() as conn:
         tables = read_tables(conn)
     data = data_for_split(tables, make_split(tables, base), base)
