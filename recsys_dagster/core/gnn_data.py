@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from recsys_dagster.core.graph import build_hetero_graph, build_index
+from recsys_dagster.core.graph import build_index, kg_edges
 from recsys_dagster.core.metrics import to_csr
 from recsys_dagster.core.splits import Split
 
@@ -120,16 +120,13 @@ def build_train_data(
         utext[[upos[u] for u in users_t]] = pooled
         data.user_text = utext
     if use_kg and triples is not None and len(triples):
-        hetero = build_hetero_graph(index, train[["user_id", "item_id"]], entities, relations, triples, reverse=False)
         offset = {"user": 0, "item": len(all_users), "entity": len(all_users) + len(all_items)}
         heads, tails, rels, names = [], [], [], []
-        for src, rel, dst in hetero.edge_types:
-            if rel == "interacts":
-                continue
-            ei = hetero[src, rel, dst].edge_index.numpy()
-            heads.append(ei[0] + offset[src])
-            tails.append(ei[1] + offset[dst])
-            rels.append(np.full(ei.shape[1], len(names)))
+        for (src, rel, dst), grp in kg_edges(index, entities, relations, triples).groupby(
+                ["src_type", "relation", "dst_type"], sort=True):
+            heads.append(grp.src.to_numpy() + offset[src])
+            tails.append(grp.dst.to_numpy() + offset[dst])
+            rels.append(np.full(len(grp), len(names)))
             names.append(f"{src}:{rel}:{dst}")
         if heads:
             h, t, r = np.concatenate(heads), np.concatenate(tails), np.concatenate(rels)
