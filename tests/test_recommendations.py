@@ -161,3 +161,50 @@ def test_a_version_that_fails_the_gate_is_never_served(pipeline):
     assert alone.metadata["model_version"].value == served
     recs = _q(settings, "SELECT DISTINCT model_version FROM fused_recommendations")
     assert failing not in set(recs.model_version)
+
+
+def _production(settings, **kwargs):
+    from recsys_dagster.core.explain import item_entity_lists
+    from recsys_dagster.core.recommend import explain_context, load_production_scorer
+    from recsys_dagster.core.training_data import read_tables
+
+    conn = duckdb.connect(settings.warehouse, read_only=True)
+    tables = read_tables(conn)
+    titles = conn.execute("SELECT item_id, title FROM items").df().set_index("item_id")["title"]
+    conn.close()
+    scorer, data, positives, _ = load_production_scorer(tables, _store(settings).require_published(), **kwargs)
+    ctx = explain_context(scorer, titles.reindex(data.item_ids).to_numpy(),
+                          item_entity_lists(data.n_items, {i: n for n, i in enumerate(data.item_ids)},
+                                            tables.entities, tables.relations, tables.triples))
+    return scorer, data, ctx
+
+
+def test_a_list_longer_than_the_unseen_catalogue_holds_only_unseen_items(pipeline):
+    from recsys_dagster.core.recommend import recommend_all
+
+    settings, _, _ = pipeline
+    scorer, data, ctx = _production(settings)
+    recs = recommend_all(scorer, data, ctx, np.ones(len(data.train_csr[1]), bool), k=data.n_items)
+    seen = np.diff(data.train_csr[0])
+    per_user = recs.groupby("user_id").size().reindex(data.user_ids).fillna(0).to_numpy()
+    np.testing.assert_array_equal(per_user, data.n_items - seen)
+    assert np.isfinite(recs.score).all()
+    assert recs.groupby("user_id")["rank"].apply(lambda r: sorted(r) == list(range(1, len(r) + 1))).all()
+
+
+def test_serving_uses_the_stored_behaviour_vectors(pipeline):
+    settings, _, result = pipeline
+    meta = result.asset_materializations_for_node("fused_recommendations")[0].metadata
+    assert meta["users_without_stored_behaviour_vector"].value == 0
+    stored = _q(settings, "SELECT user_id, embedding FROM user_behavior_embeddings ORDER BY user_id")
+    assert set(stored.method if "method" in stored else ["pooled"]) == {"pooled"}
+    ids = stored.user_id.to_numpy(dtype=object)
+    matrix = np.stack(stored.embedding.map(np.asarray)).astype(np.float32)
+    scorer, data, _ = _production(settings, user_vectors=(ids, matrix))
+    row = {u: n for n, u in enumerate(data.user_ids)}
+    np.testing.assert_allclose(scorer.user_text[row[ids[0]]].numpy(), matrix[0], atol=1e-6)
+    # the stored vectors are the ones serving pools itself, so a changed table changes what is served
+    moved = matrix.copy()
+    moved[0] = -moved[0]
+    scorer2, _, _ = _production(settings, user_vectors=(ids, moved))
+    np.testing.assert_allclose(scorer2.user_text[row[ids[0]]].numpy(), -matrix[0], atol=1e-6)

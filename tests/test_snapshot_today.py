@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from recsys_dagster.definitions import build_definitions
 from recsys_dagster.defs.partitions import event_partitions
@@ -52,3 +53,25 @@ def test_a_snapshot_written_today_goes_through_the_whole_pipeline(tmp_path):
     assert checks == {"fused_model_quality_gate": True, "recommendations_are_valid": True}
     recs = result.asset_materializations_for_node("fused_recommendations")[0].metadata
     assert recs["users"].value == frame.user_id.nunique()
+
+
+@pytest.mark.slow
+def test_make_demo_on_a_snapshot_written_today(tmp_path):
+    """``make demo`` itself (full_rebuild over the partition range, then the summary) on a
+    timestamp-less folder exported today, in its own Dagster instance."""
+    from recsys_dagster.core.datasets.synthetic import generate
+
+    folder = generate(tmp_path / "snapshot", n_users=40, n_items=30, n_interactions=600, days=3, seed=4)
+    frame = pd.read_csv(folder / "interactions.csv").drop(columns=["timestamp"])
+    frame.to_csv(folder / "interactions.csv", index=False)  # mtime: now
+    (tmp_path / "dagster_home").mkdir()
+    env = {**os.environ, "RECSYS_DATASET": str(folder), "RECSYS_HOME": str(tmp_path / "home"),
+           "RECSYS_WAREHOUSE": str(tmp_path / "home" / "warehouse.duckdb"), "RECSYS_PARTITIONS_END": "span",
+           "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    done = subprocess.run(["make", "demo"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "fused_recommendations" in done.stdout and "(gate: passed)" in done.stdout
+    counts = dict(line.split()[:2] for line in done.stdout.splitlines()
+                  if line.split()[:1] and line.split()[0] in ("cleaned_interactions", "user_behavior_embeddings"))
+    assert int(counts["cleaned_interactions"].replace(",", "")) == len(frame)
+    assert int(counts["user_behavior_embeddings"].replace(",", "")) == frame.user_id.nunique()

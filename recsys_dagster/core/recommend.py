@@ -123,11 +123,14 @@ def recommend_all(scorer: FusedScorer, data, ctx: ExplainContext, positive: np.n
         for row, u in enumerate(users[s: s + batch_size]):
             h = hist[ptr[u]: ptr[u + 1]]
             reasons = explain_user(items[u], h, positive[ptr[u]: ptr[u + 1]], dominant[row], ctx)
-            frames.append(pd.DataFrame({
+            frame = pd.DataFrame({
                 "user_id": data.user_ids[u], "rank": np.arange(1, items.shape[1] + 1), "item_id": data.item_ids[items[u]],
                 "score": scores[u], "gnn_score": raw_gnn[row].numpy(), "text_score": raw_text[row].numpy(),
                 "reason": reasons,
-            }))
+            })
+            # a user who has seen all but fewer than k items gets the unseen ones only (the
+            # rest are masked to -inf and sorted last)
+            frames.append(frame[np.isfinite(scores[u])])
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=REC_COLUMNS)
     out["model_version"] = model_version
     out["generated_at"] = generated_at if generated_at is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
@@ -160,8 +163,9 @@ def recommend_for_new_user(scorer: FusedScorer, data, ctx: ExplainContext, item_
     reasons = explain_user(items[0], np.array(known, dtype=np.int64), np.ones(len(known), dtype=bool), dominant, ctx)
     if not known and profile_embedding is not None:
         reasons = ["matches your description"] * len(reasons)
-    return pd.DataFrame({"rank": np.arange(1, items.shape[1] + 1), "item_id": data.item_ids[items[0]],
-                         "title": ctx.titles[items[0]], "score": scores[0], "reason": reasons})
+    out = pd.DataFrame({"rank": np.arange(1, items.shape[1] + 1), "item_id": data.item_ids[items[0]],
+                        "title": ctx.titles[items[0]], "score": scores[0], "reason": reasons})
+    return out[np.isfinite(scores[0])].reset_index(drop=True)
 
 
 @dataclass
