@@ -59,7 +59,8 @@ def test_interrupted_training_resumes_to_the_same_result(warehouse, tmp_path):
 @pytest.mark.slow  # subprocesses / a real webserver: `make test` only, not `make check`
 def test_sigkill_mid_training_then_resume_via_cli(warehouse, tmp_path):
     settings, _ = warehouse
-    train_cfg = {**FAST, "model": "lightgcn", "max_epochs": 400, "batch_size": 64}
+    # 40 epochs at batch 64: seconds of work after the kill point (epoch 3), so it is never missed
+    train_cfg = {**FAST, "model": "lightgcn", "max_epochs": 40, "batch_size": 64}
     spec = {"warehouse": settings.warehouse, "output": str(tmp_path / "m" / "model.pt"), "train": train_cfg}
     cfg_path = tmp_path / "cfg.json"
     cfg_path.write_text(json.dumps(spec))
