@@ -24,6 +24,8 @@ class Recommender(nn.Module):
     num_users: int
     num_items: int
     generator: torch.Generator | None = None
+    #: score by cosine instead of the dot product (a model trained with the softmax loss)
+    cosine: bool = False
 
     def forward(self) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -42,4 +44,7 @@ class Recommender(nn.Module):
         """``(users (U, d), items (I, d))`` in eval mode, float32: what scoring uses."""
         self.eval()
         out = self().float()
-        return out[: self.num_users], out[self.num_users: self.num_users + self.num_items]
+        users, items = out[: self.num_users], out[self.num_users: self.num_users + self.num_items]
+        if self.cosine:
+            users, items = (torch.nn.functional.normalize(x, dim=-1) for x in (users, items))
+        return users, items

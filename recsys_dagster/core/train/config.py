@@ -16,6 +16,8 @@ class TrainConfig:
     lr: float = option(5e-3, "Adam learning rate")
     reg_weight: float = option(1e-4, "L2 weight on the batch's layer-0 embeddings")
     batch_size: int = 2048
+    loss: str = option("bpr", "bpr (one sampled negative) or softmax (full-catalogue InfoNCE on cosine scores)")
+    temperature: float = option(0.1, "softmax temperature τ")
     max_epochs: int = option(300, "epoch budget")
     min_epochs: int = option(20, "no early stop before this many epochs")
     patience: int = option(30, "early-stopping patience: epochs without a better validation metric")

@@ -42,20 +42,41 @@ def epoch_samples(data, gen, train_u=None, train_i=None, keys=None):
     return epoch_u, epoch_p, sample_negatives(epoch_u, data.n_items, keys, gen)
 
 
+def ranking_loss(out, u, p, n, n_users: int, n_items: int, loss: str = "bpr", temperature: float = 0.1):
+    r"""The ranking loss of a batch from all node embeddings ``out`` (users first, then items).
+
+    * ``bpr``: :math:`-\log\sigma(e_u^\top e_p - e_u^\top e_n)` with one sampled negative.
+    * ``softmax``: full-catalogue softmax (InfoNCE) on cosine scores,
+      :math:`-\log \frac{\exp(\cos(u, p)/\tau)}{\sum_j \exp(\cos(u, j)/\tau)}` over every
+      item ``j`` (exact, no sampling: a ``B x I`` matrix per batch; ``n`` is unused).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    eu = out.index_select(0, u)
+    if loss == "bpr":
+        ep, en = out.index_select(0, p + n_users), out.index_select(0, n + n_users)
+        return -F.logsigmoid((eu * ep).sum(-1) - (eu * en).sum(-1)).mean()
+    if loss == "softmax":
+        items = F.normalize(out[n_users: n_users + n_items], dim=-1)
+        logits = F.normalize(eu, dim=-1) @ items.T / temperature
+        return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), p)  # bf16 under AMP
+    raise ValueError(f"unknown loss {loss!r}: choose bpr or softmax")
+
+
 def bpr_step(model, opt, u, p, n, data, config, gen=None, use_amp: bool = False) -> float:
-    """One optimizer step of BPR (+ L2 on the batch's ego embeddings, + the model's
-    auxiliary loss weighted by ``kg_loss_weight``) on users ``u``, positive items ``p`` and
-    negative items ``n``; returns the loss."""
+    """One optimizer step of the ranking loss (``config.loss``: BPR or full softmax) + L2 on
+    the batch's ego embeddings + the model's auxiliary loss weighted by ``kg_loss_weight``,
+    on users ``u``, positive items ``p`` and negative items ``n``; returns the loss."""
     import torch
 
     device = next(model.parameters()).device
     u, p, n = u.to(device), p.to(device), n.to(device)
-    p, n = p + data.n_users, n + data.n_users  # node index: users first, then items
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
         out = model()
-        eu, ep, en = out.index_select(0, u), out.index_select(0, p), out.index_select(0, n)
-        loss = -torch.nn.functional.logsigmoid((eu * ep).sum(-1) - (eu * en).sum(-1)).mean()
-        reg = model.ego(torch.cat([u, p, n])).pow(2).sum() / (2 * len(u))
+        loss = ranking_loss(out, u, p, n, data.n_users, data.n_items, config.loss, config.temperature)
+        nodes = torch.cat([u, p + data.n_users, n + data.n_users])  # node index: users first, then items
+        reg = model.ego(nodes).pow(2).sum() / (2 * len(u))
         loss = loss + config.reg_weight * reg
         if config.kg_loss_weight > 0 and (aux := model.aux_loss(len(u), gen)) is not None:
             loss = loss + config.kg_loss_weight * aux
@@ -99,6 +120,7 @@ def train(
     model = build_model(config.model, data, config.embedding_dim, config.num_layers, config.kg_weight,
                         config.id_dropout, device)
     model.generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    model.cosine = config.loss == "softmax"
     if warm_start is not None:
         log(f"warm start: copied {warm_start_state(model, warm_start, data)} tensors from the previous model")
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)

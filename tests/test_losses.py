@@ -1,0 +1,73 @@
+"""The ranking losses: known values on tiny inputs, gradients, cosine scoring, determinism."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recsys_dagster.core.train import TrainConfig, load_weights, save_weights, train
+from recsys_dagster.core.train.loop import ranking_loss
+from tests.test_models import tiny_data
+
+
+def _out(seed=0, n_users=3, n_items=4, dim=5, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n_users + n_items, dim, generator=g, dtype=dtype)
+
+
+def test_bpr_known_value():
+    out = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, 3.0]])  # 2 users, 2 items
+    u, p, n = torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([1, 0])
+    # user 0: 2 - 0 = 2; user 1: 3 - 0 = 3
+    expected = -(math.log(1 / (1 + math.exp(-2))) + math.log(1 / (1 + math.exp(-3)))) / 2
+    assert ranking_loss(out, u, p, n, 2, 2, "bpr").item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_softmax_is_cross_entropy_over_every_item_on_cosines():
+    out = _out()
+    u, p = torch.tensor([0, 2, 1]), torch.tensor([3, 0, 0])
+    tau = 0.2
+    users = out[:3].numpy()
+    items = out[3:].numpy()
+    cos = (users / np.linalg.norm(users, axis=1, keepdims=True)) @ (items / np.linalg.norm(items, axis=1, keepdims=True)).T
+    logits = cos[u.numpy()] / tau
+    expected = np.mean([np.log(np.exp(row).sum()) - row[k] for row, k in zip(logits, p.numpy(), strict=True)])
+    got = ranking_loss(out, u, p, torch.zeros(3, dtype=torch.long), 3, 4, "softmax", tau)
+    assert got.item() == pytest.approx(float(expected), rel=1e-5)
+    # scale-free: cosine scores ignore the embeddings' norms
+    assert ranking_loss(out * 7.0, u, p, p, 3, 4, "softmax", tau).item() == pytest.approx(got.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+def test_loss_gradients_match_finite_differences(loss):
+    out = _out(dtype=torch.float64).requires_grad_(True)
+    u, p, n = torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]), torch.tensor([0, 0, 1])
+    assert torch.autograd.gradcheck(lambda o: ranking_loss(o, u, p, n, 3, 4, loss, 0.3), (out,))
+
+
+def test_unknown_loss_is_one_clear_error():
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        ranking_loss(_out(), torch.tensor([0]), torch.tensor([0]), torch.tensor([0]), 3, 4, "hinge")
+
+
+@pytest.mark.parametrize("model", ["mf", "kgtextgnn"])
+def test_softmax_training_is_deterministic_scores_by_cosine_and_reloads(model, tmp_path: Path):
+    data = tiny_data()
+    cfg = TrainConfig(model=model, loss="softmax", temperature=0.2, embedding_dim=8, batch_size=16, max_epochs=4,
+                      min_epochs=1, device="cpu")
+    first, second = train(data, cfg, log=lambda m: None), train(data, cfg, log=lambda m: None)
+    assert first.best_valid == second.best_valid and first.history == [
+        {**h, "epoch_seconds": first.history[i]["epoch_seconds"]} for i, h in enumerate(second.history)]
+    assert first.model.cosine
+    users, items = first.model.user_item_embeddings()
+    assert torch.allclose(users.norm(dim=1), torch.ones(len(users)), atol=1e-5)
+    save_weights(tmp_path / "m.pt", first, data)
+    model_back, _ = load_weights(tmp_path / "m.pt", data)
+    assert model_back.cosine
+    u2, i2 = model_back.user_item_embeddings()
+    assert torch.allclose(u2 @ i2.T, users @ items.T, atol=1e-5)
+    bpr = train(data, TrainConfig(model=model, embedding_dim=8, batch_size=16, max_epochs=2, min_epochs=1,
+                                  device="cpu"), log=lambda m: None)
+    assert not bpr.model.cosine
