@@ -23,7 +23,7 @@ def _fields(cls, exclude=()):
 
 
 @pytest.mark.parametrize("config, sources", [
-    (TrainingConfig, [(TrainConfig, None, ("device", "lr", "reg_weight"))]),
+    (TrainingConfig, [(TrainConfig, None, ("device", "lr", "reg_weight", "loss", "temperature"))]),
     (EvaluationConfig, [(EvalConfig, None, ("train", "hyperparameters")), (TrainConfig, BUDGET_FIELDS, ()),
                         (GateConfig, None, ("protocol",))]),
     (RecommendationConfig, [(RecommendConfig, None, ())]),
@@ -46,7 +46,10 @@ def test_launchpad_values_reach_the_core():
     train = TrainingConfig(model="lightgcn", max_epochs=7, lr=0.02, window_days=3).to_train_config("cpu")
     assert (train.model, train.max_epochs, train.lr, train.window_days, train.device) == ("lightgcn", 7, 0.02, 3, "cpu")
     tuned = TrainingConfig(model="mf").to_train_config("cpu", {"mf": {"lr": 0.5, "reg_weight": 0.25}})
-    assert (tuned.lr, tuned.reg_weight) == (0.5, 0.25)
+    assert (tuned.lr, tuned.reg_weight, tuned.loss) == (0.5, 0.25, "bpr")
+    tuned = TrainingConfig(model="mf").to_train_config("cpu", {"mf": {"loss": "softmax", "temperature": 0.3}})
+    assert (tuned.loss, tuned.temperature) == ("softmax", 0.3)
+    assert TrainingConfig(model="mf", loss="bpr").to_train_config("cpu", {"mf": {"loss": "softmax"}}).loss == "bpr"
 
     ev, split, gate = EvaluationConfig(cold_item_share=0.3, protocols=["A", "B"], split_seed=7, max_epochs=9,
                                        required_peers=["pop"], max_drop=0.2).to_core({"mf": {"lr": 1.0}}, 4.0)

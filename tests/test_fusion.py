@@ -30,3 +30,42 @@ def test_cold_users_lean_on_text_and_empty_users_get_popularity():
                          FusionWeights(alpha=1.0, beta=0.0, cold_user_threshold=5, cold_item_threshold=0))
     items, _ = top_k(scorer, torch.arange(3).numpy(), None, 3, k=1)
     assert items[:, 0].tolist() == [0, 1, 2]  # GNN taste, text taste, most popular
+
+
+def _three_part_scorer(weights):
+    # two users, four items; the GNN prefers item 0, text item 1, the item-item model item 2
+    user_gnn = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    item_gnn = torch.tensor([[1.0, 0.0], [0.2, 0.0], [0.4, 0.0], [0.0, 0.0]])
+    user_text = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    item_text = torch.tensor([[0.0, 0.1], [0.0, 1.0], [0.0, 0.2], [0.0, 0.0]])
+    item_item = torch.tensor([[0.0, 0.0, 3.0, 0.1], [0.0, 0.1, 3.0, 0.0]])
+    return FusedScorer(user_gnn, item_gnn, user_text, item_text, torch.tensor([10, 10]), torch.tensor([9, 9, 9, 9]),
+                       weights, item_item=lambda ub: item_item[ub])
+
+
+def test_item_item_part_is_weighted_by_gamma():
+    from recsys_dagster.core.fusion import FusionWeights
+
+    users = torch.arange(2)
+    only_gnn = _three_part_scorer(FusionWeights(cold_item_threshold=0))
+    assert only_gnn(users).argmax(1).tolist() == [0, 0]
+    with_ii = _three_part_scorer(FusionWeights(gamma=4.0, cold_item_threshold=0))
+    assert with_ii(users).argmax(1).tolist() == [2, 2]
+    zg, zt, zc = with_ii.parts(users)
+    assert zc is not None and torch.allclose(zc.mean(1), torch.zeros(2), atol=1e-6)
+    # γ = 0 leaves the item-item model out entirely (it is not even computed)
+    assert only_gnn.parts(users)[2] is None
+
+
+def test_fusion_tuning_picks_the_part_that_validation_rewards():
+    from recsys_dagster.core.fusion import FusionWeights, tune_fusion
+
+    scorer = _three_part_scorer(FusionWeights(cold_item_threshold=0))
+    users = torch.arange(2)
+    weights, grid = tune_fusion(scorer, lambda fn: float((fn(users).argmax(1) == 2).float().mean()),
+                                betas=(0.0, 0.5), gammas=(0.0, 1.0, 4.0))
+    assert weights.gamma > 0 and len(grid) == 6
+    # without an item-item part only γ = 0 is tried
+    plain = FusedScorer(scorer.user_gnn, scorer.item_gnn, scorer.user_text, scorer.item_text, scorer.n, scorer.popularity)
+    weights, grid = tune_fusion(plain, lambda fn: 0.0, betas=(0.0, 0.5), gammas=(0.0, 1.0, 4.0))
+    assert weights.gamma == 0.0 and len(grid) == 2

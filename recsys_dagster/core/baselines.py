@@ -117,6 +117,10 @@ class EASE:
     def __call__(self, users):
         return _dense_rows(self.train_csr, users, self.n_items, device=self.b.device) @ self.b
 
+    def score_history(self, items: list[int]) -> torch.Tensor:
+        """``(1, I)`` scores of a user outside the training data with history ``items``."""
+        return self.b[torch.as_tensor(items, dtype=torch.long, device=self.b.device)].sum(0, keepdim=True)
+
 
 class TextKNN:
     def __init__(self, user_text: np.ndarray, item_text: np.ndarray):

@@ -62,6 +62,9 @@ class EvalConfig:
     cold_item_share: float = option(0.1, "share of items held out as cold in the cold_item protocol")
     fusion_betas: tuple[float, ...] = option((0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
                                              "text weights β tried on validation for the fusion")
+    fusion_gammas: tuple[float, ...] = option((0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
+                                              "item-item (EASE) weights γ tried on validation for the fusion "
+                                              "(GNN weight α = 1); (0,) leaves EASE out of the fusion")
     hyperparameters: dict = field(default_factory=dict)  # trained models; ItemKNN/EASE are tuned per run
 
     def params(self, name: str) -> dict:
@@ -141,6 +144,7 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
 
     device = resolve_device(config.train.device)
     result = ProtocolResult()
+    closed_form: dict = {}
     base = config.train
     candidates = None
     if protocol == "cold_item":
@@ -168,6 +172,7 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
             scorer, params, _ = tune_closed_form(name, data, device=device)
             result.seconds[f"fit_{name}"] = time.perf_counter() - t0
             run(name, scorer, params)
+            closed_form[name] = (scorer, params)
     if data.user_text is not None and data.item_text is not None:
         run("text_knn", TextKNN(data.user_text, data.item_text))
     trained = [n for n in ("mf", "lightgcn") if n in config.trained_baselines]
@@ -180,7 +185,7 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         model, secs = _train(data, trained_config(base, name, params), log)
         result.seconds[f"train_{name}"] = secs
         run(name, scorer_of(model), params)
-    main_params = {"lr": base.lr, "reg_weight": base.reg_weight}
+    main_params = {k: getattr(base, k) for k in ("loss", "temperature", "lr", "reg_weight")}
     if main_model is None:
         main_model, secs = _train(data, replace(base, model="kgtextgnn"), log)
         result.seconds["train_kgtextgnn"] = secs
@@ -197,14 +202,18 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
     pop = torch.as_tensor(np.bincount(data.train_items, minlength=data.n_items))
     ut = torch.as_tensor(data.user_text) if data.user_text is not None else None
     it = torch.as_tensor(data.item_text) if data.item_text is not None else None
-    scorer = FusedScorer(users, items, ut, it, counts, pop, FusionWeights())
-    if it is not None:
+    ease = closed_form.get("ease") if any(config.fusion_gammas) else None
+    scorer = FusedScorer(users, items, ut, it, counts, pop, FusionWeights(), item_item=ease[0] if ease else None)
+    if it is not None or ease is not None:
+        t0 = time.perf_counter()
         weights, grid = tune_fusion(
             scorer, lambda fn: full_ranking(fn, data.valid_csr, data.train_csr, data.n_items, ks=(10,),
                                             device=device)["ndcg@10"],
-            config.fusion_betas)
+            config.fusion_betas if it is not None else (0.0,), config.fusion_gammas)
+        result.seconds["tune_fusion"] = time.perf_counter() - t0
         scorer.weights = weights
-        result.fusion = {"alpha": weights.alpha, "beta": weights.beta, "grid": grid}
+        result.fusion = {"alpha": weights.alpha, "beta": weights.beta, "gamma": weights.gamma,
+                         **({"ease_lam": ease[1]["lam"]} if ease and weights.gamma else {}), "grid": grid}
     run("fused", scorer, {**main_params, **{k: v for k, v in result.fusion.items() if k != "grid"}})
     return result
 

@@ -2,12 +2,16 @@ r"""Score fusion, top-K, cold start and explanations.
 
 .. math::
     \text{score}(u, i) = \alpha_u\, z_u(s_{gnn}(u, i)) + \beta_u\, z_u(s_{text}(u, i))
+                       + \gamma_u\, z_u(s_{ii}(u, i))
 
-with :math:`s_{gnn}` the GNN dot product, :math:`s_{text}` the cosine between the user's
-behaviour embedding and the item's text embedding, :math:`z_u` standardization over all
-items for that user. Users with fewer than ``cold_user_threshold`` interactions shift
-weight from the GNN to text: :math:`w = \min(1, n_u / N)`, :math:`\alpha_u = \alpha w`,
-:math:`\beta_u = \beta + \alpha (1 - w)`. Users with neither signal get popularity.
+with :math:`s_{gnn}` the GNN score, :math:`s_{text}` the cosine between the user's
+behaviour embedding and the item's text embedding, :math:`s_{ii}` an optional closed-form
+item–item model over the user's history (EASE: :math:`x_u B`), :math:`z_u` standardization
+over all items for that user. Users with fewer than ``cold_user_threshold`` interactions
+shift weight from the behaviour-based parts to text: :math:`w = \min(1, n_u / N)`,
+:math:`\alpha_u = \alpha w`, :math:`\gamma_u = \gamma w`,
+:math:`\beta_u = \beta + (\alpha + \gamma)(1 - w)`. Users with neither signal get popularity.
+The weights are tuned on validation (:func:`tune_fusion`).
 
 Items with fewer than ``cold_item_threshold`` training interactions get their GNN embedding
 from their text: a ridge regression from text embedding to GNN embedding, fitted on the
@@ -28,6 +32,7 @@ class FusionWeights:
     alpha: float = 1.0
     beta: float = 0.0
     cold_user_threshold: int = 5
+    gamma: float = 0.0
     cold_item_threshold: int = 5
 
 
@@ -45,10 +50,11 @@ class FusedScorer:
         user_text, item_text: ``(U, T)``, ``(I, T)`` normalized text embeddings (or None).
         n_interactions: ``(U,)`` interaction counts (cold-user weighting).
         popularity: ``(I,)`` interaction counts per item (last-resort fallback).
+        item_item: optional ``users -> (B, I)`` scores of a closed-form item–item model.
     """
 
     def __init__(self, user_gnn, item_gnn, user_text, item_text, n_interactions, popularity,
-                 weights: FusionWeights = FusionWeights()):
+                 weights: FusionWeights = FusionWeights(), item_item=None):
         import torch
 
         anchor = next(t for t in (item_gnn, item_text) if t is not None)
@@ -67,6 +73,8 @@ class FusedScorer:
         self.popularity = popularity
         self.pop_z = _z(torch.log1p(popularity.float()).unsqueeze(0))
         self.weights = weights
+        self.item_item = item_item
+        self._cache: dict | None = None
 
     def trust(self, users):
         """``w_u`` of the module docstring, ``(B, 1)``."""
@@ -75,29 +83,58 @@ class FusedScorer:
         return torch.clamp(self.n[users].unsqueeze(1) / max(self.weights.cold_user_threshold, 1), max=1.0)
 
     def parts(self, users):
-        """``(z_gnn, z_text)`` for a batch (either may be None)."""
+        """``(z_gnn, z_text, z_item_item)`` for a batch (any may be None). Inside
+        :meth:`caching` a batch's parts are computed once (weight grids on validation)."""
+        key = (int(users[0]), len(users)) if self._cache is not None and len(users) else None
+        if key is not None and key in self._cache:
+            return self._cache[key]
         zg = _z(self.user_gnn[users] @ self.item_gnn.T) if self.user_gnn is not None else None
         zt = None
         if self.user_text is not None and self.item_text is not None:
             zt = _z(self.user_text[users] @ self.item_text.T)
-        return zg, zt
+        zc = _z(self.item_item(users).to(self.n.device)) if self.item_item is not None and self.weights_use_ii else None
+        if key is not None:
+            self._cache[key] = (zg, zt, zc)
+        return zg, zt, zc
 
-    def __call__(self, users, alpha: float | None = None, beta: float | None = None):
+    @property
+    def weights_use_ii(self) -> bool:
+        return self._cache is not None or self.weights.gamma != 0
+
+    def caching(self):
+        """Context manager: remember each batch's parts (the batches must not change)."""
+        from contextlib import contextmanager
+
+        @contextmanager
+        def ctx():
+            self._cache = {}
+            try:
+                yield self
+            finally:
+                self._cache = None
+
+        return ctx()
+
+    def __call__(self, users, alpha: float | None = None, beta: float | None = None, gamma: float | None = None):
         import torch
 
         w = self.weights
         alpha = w.alpha if alpha is None else alpha
         beta = w.beta if beta is None else beta
-        zg, zt = self.parts(users)
+        gamma = w.gamma if gamma is None else gamma
+        zg, zt, zc = self.parts(users)
         n = self.n[users].unsqueeze(1)
         trust = self.trust(users)
         a_u = alpha * trust
-        b_u = beta + alpha * (1 - trust)
+        c_u = gamma * trust
+        b_u = beta + (alpha + (gamma if zc is not None else 0.0)) * (1 - trust)
         users = users.to(self.n.device)
         score = torch.zeros((len(users), self.item_gnn.shape[0] if self.item_gnn is not None else self.item_text.shape[0]),
                             device=self.n.device)
         if zg is not None:
             score = score + a_u * zg
+        if zc is not None and gamma != 0:
+            score = score + c_u * zc
         if zt is not None:
             has_text = (self.user_text[users].abs().sum(1, keepdim=True) > 0).float()
             score = score + b_u * zt * has_text
@@ -126,14 +163,20 @@ def map_cold_items(item_gnn, item_text, popularity, threshold: int, ridge: float
     return blend * item_gnn + (1 - blend) * mapped
 
 
-def tune_fusion(scorer: FusedScorer, evaluate_fn, betas=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)) -> tuple[FusionWeights, list]:
-    """Grid search of β (α = 1) on validation; ``evaluate_fn(score_fn) -> metric``."""
+def tune_fusion(scorer: FusedScorer, evaluate_fn, betas=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
+                gammas=(0.0,)) -> tuple[FusionWeights, list]:
+    """Grid search of β (text) x γ (item–item; only when the scorer has that part) with
+    α = 1 on validation; ``evaluate_fn(score_fn) -> metric``. Ties go to the smaller
+    weights. Returns the weights and ``[(beta, gamma, value), ...]``."""
+    gammas = gammas if scorer.item_item is not None else (0.0,)
     results = []
-    for beta in betas:
-        value = evaluate_fn(lambda ub, b=beta: scorer(ub, 1.0, b))
-        results.append((beta, value))
-    best_beta = max(results, key=lambda r: (r[1], -r[0]))[0]
-    return replace(scorer.weights, alpha=1.0, beta=best_beta), results
+    with scorer.caching():
+        for gamma in gammas:
+            for beta in betas:
+                value = evaluate_fn(lambda ub, b=beta, g=gamma: scorer(ub, 1.0, b, g))
+                results.append((beta, gamma, value))
+    best = max(results, key=lambda r: (r[2], -r[1], -r[0]))
+    return replace(scorer.weights, alpha=1.0, beta=best[0], gamma=best[1]), results
 
 
 def top_k(score_fn, users: np.ndarray, exclude_csr, n_items: int, k: int = 20, batch_size: int = 1024, device="cpu"):

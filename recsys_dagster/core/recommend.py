@@ -20,6 +20,7 @@ class RecommendConfig:
     k: int = option(20, "items per user")
     alpha: float | None = option(None, "override the tuned GNN weight")
     beta: float | None = option(None, "override the tuned text weight")
+    gamma: float | None = option(None, "override the tuned item-item (EASE) weight (0: GNN and text only)")
     cold_user_threshold: int = option(5, "users with fewer interactions lean on text")
 
 
@@ -58,13 +59,20 @@ def load_production_scorer(tables, version, fusion_override: dict | None = None,
     if cfg.min_rating is None:  # the table pools every interaction; a rating threshold pools its own positives
         use_behaviour_vectors(data, user_vectors)
     model, _ = load_weights(version.weights, data, device)
-    fusion = {"alpha": 1.0, "beta": 0.0, **{k: v for k, v in version.fusion.items() if k in ("alpha", "beta")}}
+    fusion = {"alpha": 1.0, "beta": 0.0, "gamma": 0.0,
+              **{k: v for k, v in version.fusion.items() if k in ("alpha", "beta", "gamma", "ease_lam")}}
     fusion.update({k: v for k, v in (fusion_override or {}).items() if v is not None})
-    scorer = build_scorer(model, data, FusionWeights(fusion["alpha"], fusion["beta"], cold_user_threshold))
+    item_item = None
+    if fusion["gamma"] and "ease_lam" in fusion:  # refit on every positive with the λ chosen on validation
+        from recsys_dagster.core.baselines import EASE
+
+        item_item = EASE(data.train_csr, data.n_items, fusion["ease_lam"], device)
+    weights = FusionWeights(fusion["alpha"], fusion["beta"], cold_user_threshold, gamma=fusion["gamma"])
+    scorer = build_scorer(model, data, weights, item_item)
     return scorer, data, positives, fusion
 
 
-def build_scorer(model, data, weights: FusionWeights) -> FusedScorer:
+def build_scorer(model, data, weights: FusionWeights, item_item=None) -> FusedScorer:
     import torch
 
     users, items = model.user_item_embeddings()
@@ -72,7 +80,7 @@ def build_scorer(model, data, weights: FusionWeights) -> FusedScorer:
     it = torch.as_tensor(data.item_text) if data.item_text is not None else None
     counts = torch.as_tensor(np.diff(data.train_csr[0]))
     pop = torch.as_tensor(np.bincount(data.train_items, minlength=data.n_items))
-    return FusedScorer(users, items, ut, it, counts, pop, weights)
+    return FusedScorer(users, items, ut, it, counts, pop, weights, item_item)
 
 
 def explain_context(scorer: FusedScorer, titles: np.ndarray, item_entities) -> ExplainContext:
@@ -109,13 +117,16 @@ def recommend_all(scorer: FusedScorer, data, ctx: ExplainContext, positive: np.n
         top = torch.as_tensor(items[s: s + batch_size])
         with torch.no_grad():
             raw_gnn = (scorer.user_gnn[ub].unsqueeze(1) * scorer.item_gnn[top]).sum(-1)
-            zg, zt = scorer.parts(ub)
+            zg, zt, zc = scorer.parts(ub)
             if zt is not None:
                 raw_text = (scorer.user_text[ub].unsqueeze(1) * scorer.item_text[top]).sum(-1)
                 w = scorer.weights
                 trust = scorer.trust(ub)
-                text_part = (w.beta + w.alpha * (1 - trust)) * torch.gather(zt, 1, top)
+                behaviour = w.alpha + (w.gamma if zc is not None else 0.0)
+                text_part = (w.beta + behaviour * (1 - trust)) * torch.gather(zt, 1, top)
                 gnn_part = w.alpha * trust * torch.gather(zg, 1, top)
+                if zc is not None:
+                    gnn_part = gnn_part + w.gamma * trust * torch.gather(zc, 1, top)
                 dominant = (text_part > gnn_part).numpy()
             else:
                 raw_text = torch.full_like(raw_gnn, float("nan"))
@@ -155,8 +166,12 @@ def recommend_for_new_user(scorer: FusedScorer, data, ctx: ExplainContext, item_
     if text_parts and scorer.item_text is not None:
         v = torch.stack(text_parts).mean(0, keepdim=True)
         user_text = v / v.norm().clamp_min(1e-12)
+    item_item = None
+    if scorer.item_item is not None and known:
+        history = scorer.item_item.score_history(known)
+        item_item = lambda ub: history  # noqa: E731 - one user
     one = FusedScorer(user_gnn, scorer.item_gnn, user_text, scorer.item_text, torch.tensor([len(known)]),
-                      scorer.popularity, scorer.weights)
+                      scorer.popularity, scorer.weights, item_item)
     exclude = (np.array([0, len(known)]), np.array(sorted(known), dtype=np.int64))
     items, scores = top_k(one, np.array([0]), exclude, data.n_items, k)
     dominant = np.full(items.shape[1], len(known) == 0)
@@ -192,7 +207,8 @@ def production_recommendations(tables, titles: pd.Series, version, config: Recom
     """Top-``config.k`` recommendations with reasons for every user from a published model
     version (see :func:`load_production_scorer`)."""
     scorer, data, positives, fusion = load_production_scorer(
-        tables, version, {"alpha": config.alpha, "beta": config.beta}, config.cold_user_threshold, device, user_vectors)
+        tables, version, {"alpha": config.alpha, "beta": config.beta, "gamma": config.gamma}, config.cold_user_threshold,
+        device, user_vectors)
     ctx = explain_context(scorer, titles.reindex(data.item_ids).fillna("").to_numpy(),
                           item_entity_lists(data.n_items, {i: n for n, i in enumerate(data.item_ids)},
                                             tables.entities, tables.relations, tables.triples))

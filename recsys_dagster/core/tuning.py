@@ -25,13 +25,22 @@ import pandas as pd
 TRAINED = ("mf", "lightgcn", "kgtextgnn")
 CLOSED_FORM = ("itemknn", "ease")
 
-GRIDS: dict[str, dict[str, tuple]] = {
-    "mf": {"lr": (1e-3, 5e-3), "reg_weight": (1e-4, 1e-3, 1e-2)},
-    "lightgcn": {"lr": (1e-3, 5e-3), "reg_weight": (1e-4, 1e-3, 1e-2)},
-    "kgtextgnn": {"lr": (1e-3, 5e-3), "reg_weight": (1e-4, 1e-3, 1e-2)},
+#: One grid for every trained model (the same effort for each): BPR at lr x L2, and the
+#: full softmax loss at the temperature and L2 values around the published range.
+TRAINED_GRID: list[dict[str, tuple]] = [
+    {"loss": ("bpr",), "lr": (1e-3, 5e-3), "reg_weight": (1e-4, 1e-3, 1e-2)},
+    {"loss": ("softmax",), "temperature": (0.2,), "lr": (1e-3,), "reg_weight": (1e-4, 1e-3)},
+]
+#: A grid is a dict of value tuples (their product) or a list of such dicts (their union).
+GRIDS: dict[str, dict[str, tuple] | list[dict[str, tuple]]] = {
+    "mf": TRAINED_GRID,
+    "lightgcn": TRAINED_GRID,
+    "kgtextgnn": TRAINED_GRID,
     "itemknn": {"k": (50, 100, 200, 400), "shrink": (0.0, 10.0, 100.0)},
     "ease": {"lam": (50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0)},
 }
+#: The TrainConfig fields a trained model's grid sets (unset ones: BPR, the config's values).
+TRAINED_KEYS = ("loss", "temperature", "lr", "reg_weight")
 
 #: Grid winners of the trained models on ML-100K validation (hash split, seed 2020), used
 #: until a tuning run caches choices for the data at hand.
@@ -44,8 +53,11 @@ DEFAULTS: dict[str, dict] = {
 
 def grid_points(name: str, grids: dict | None = None) -> list[dict]:
     grid = (grids or GRIDS)[name]
-    keys = list(grid)
-    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+    points = []
+    for sub in grid if isinstance(grid, list) else [grid]:
+        keys = list(sub)
+        points += [dict(zip(keys, values, strict=True)) for values in itertools.product(*(sub[k] for k in keys))]
+    return points
 
 
 def validation_ndcg(score_fn, data) -> float:
@@ -78,8 +90,10 @@ def tune_closed_form(name: str, data, grid: dict | None = None, device: str = "c
 
 
 def trained_config(base, name: str, params: dict):
-    """``base`` (a TrainConfig holding the shared epoch budget) for model ``name`` with ``params``."""
-    return replace(base, model=name, **{k: v for k, v in params.items() if k in ("lr", "reg_weight")})
+    """``base`` (a TrainConfig holding the shared epoch budget) for model ``name`` with
+    ``params``; a choice without a loss is BPR (choices cached before the softmax loss)."""
+    chosen = {"loss": "bpr", "temperature": type(base).temperature, **params}
+    return replace(base, model=name, **{k: v for k, v in chosen.items() if k in TRAINED_KEYS})
 
 
 def tune_trained(name: str, data, base, grid: dict | None = None, log: Callable[[str], None] = print):
@@ -96,7 +110,7 @@ def tune_trained(name: str, data, base, grid: dict | None = None, log: Callable[
         log(f"tuning {name} {params}: valid ndcg@10 {trials[-1]['valid_ndcg@10']:.4f} "
             f"(best epoch {res.best_epoch}, {trials[-1]['seconds']}s)")
     best = max(trials, key=lambda t: t["valid_ndcg@10"])
-    return {k: best[k] for k in (grid or GRIDS)[name]}, trials
+    return {k: best[k] for k in TRAINED_KEYS if k in best}, trials
 
 
 def tuning_rows(choices: dict[str, tuple[dict, list]], split_fingerprint: str) -> pd.DataFrame:
@@ -109,10 +123,23 @@ def tuning_rows(choices: dict[str, tuple[dict, list]], split_fingerprint: str) -
     } for name, (params, trials) in choices.items()])
 
 
-def resolve(cache: pd.DataFrame | None) -> dict[str, dict]:
-    """Per-model hyperparameters: the newest cached choice of each model, else :data:`DEFAULTS`."""
+def covers_grid(name: str, trials: list[dict]) -> bool:
+    """Did a cached tuning run try every point of the model's current grid?"""
+    tried = [{k: t[k] for k in t if k in TRAINED_KEYS or k in ("k", "shrink", "lam")} for t in trials]
+    tried = [{"loss": "bpr", **t} if name in TRAINED and "loss" not in t else t for t in tried]
+    return all(point in tried for point in grid_points(name))
+
+
+def resolve(cache: pd.DataFrame | None, log: Callable[[str], None] | None = None) -> dict[str, dict]:
+    """Per-model hyperparameters: the newest cached choice of each model, else :data:`DEFAULTS`.
+    A choice made over an older grid (one that lacks points of today's grid) is stale and
+    ignored until ``make tune`` runs again."""
     out = {name: dict(params) for name, params in DEFAULTS.items()}
     if cache is not None and len(cache):
         for row in cache.sort_values("tuned_at").itertuples():
+            if row.model in TRAINED and not covers_grid(row.model, json.loads(row.trials or "[]")):
+                if log is not None:
+                    log(f"cached {row.model} choice was tuned over an older grid: using the defaults")
+                continue
             out[row.model] = json.loads(row.params)
     return out

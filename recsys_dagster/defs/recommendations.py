@@ -55,6 +55,7 @@ def fused_recommendations(context: dg.AssetExecutionContext, config: Recommendat
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(recs.frame), "users": summary["users"], "distinct_items": summary["distinct_items"],
         "catalog_coverage": summary["catalog_coverage"], "alpha": recs.fusion["alpha"], "beta": recs.fusion["beta"],
+        "gamma": recs.fusion.get("gamma", 0.0),
         "model_version": version.version, "published_at": version.manifest.get("published_at", ""),
         "users_without_stored_behaviour_vector": recs.users_without_stored_vector,
         "reason_kinds": dg.MetadataValue.md(summary["reason_kinds"]), "sample": dg.MetadataValue.md(summary["sample"]),

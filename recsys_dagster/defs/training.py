@@ -16,12 +16,13 @@ GPU_POOL = "gpu"
 
 class _TrainingConfigBase(dg.Config):
     def to_train_config(self, device: str, tuned: dict | None = None) -> TrainConfig:
-        """The core config: ``lr``/``reg_weight`` left empty take the tuned values (else the
-        model's validated defaults); the device comes from the compute resource."""
-        from recsys_dagster.core.tuning import resolve
+        """The core config: ``loss``/``temperature``/``lr``/``reg_weight`` left empty take the
+        tuned values (else the model's validated defaults); the device comes from the compute
+        resource."""
+        from recsys_dagster.core.tuning import TRAINED_KEYS, resolve
 
-        chosen = (tuned or resolve(None)).get(self.model, {})
-        filled = {k: chosen.get(k, getattr(TrainConfig, k)) for k in ("lr", "reg_weight") if getattr(self, k) is None}
+        chosen = {"loss": "bpr", **(tuned or resolve(None)).get(self.model, {})}
+        filled = {k: chosen.get(k, getattr(TrainConfig, k)) for k in TRAINED_KEYS if getattr(self, k) is None}
         return TrainConfig(**core_values(self, TrainConfig, device=device, **filled))
 
 
@@ -33,6 +34,8 @@ TrainingConfig = derive_config(
     lr=(float | None, Field(default=None, description="learning rate; None: the tuned value "
                             "(model_hyperparameters), else the model's validated default")),
     reg_weight=(float | None, Field(default=None, description="L2 weight; None: tuned, as lr")),
+    loss=(str | None, Field(default=None, description="bpr or softmax; None: tuned, as lr")),
+    temperature=(float | None, Field(default=None, description="softmax temperature; None: tuned, as lr")),
     warm_start=(bool, Field(default=False, description="continue from the published version on the same split "
                                                        "(daily refresh)")),
 )
@@ -45,7 +48,8 @@ def training_metadata(fit, config: TrainConfig) -> dict:
     return {
         "model_version": mv.version, "parent_version": mv.parent or "-", "split_fingerprint": mv.split_fingerprint,
         "weights_path": str(mv.weights.resolve()), "weights_sha256": mv.manifest["weights_sha256"],
-        "model": config.model, "lr": config.lr, "reg_weight": config.reg_weight, "device": config.device,
+        "model": config.model, "loss": config.loss, "lr": config.lr, "reg_weight": config.reg_weight,
+        "device": config.device,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "resumed_from_epoch": result.resumed_from if result.resumed_from is not None else -1,
         "warm_start": mv.parent is not None, "stopped_by": result.stopped_by,
