@@ -39,7 +39,8 @@ PROVENANCE = ("run_id", "model_version", "split_fingerprint", "created_at")
 ROW_COLUMNS = columns_of("evaluation_metrics", exclude=PROVENANCE)
 #: Models that are the platform's own (the main model, its ablations, the fusion); every
 #: other model in a run is a peer.
-OWN_MODELS = ("kgtextgnn", "fused", "kgtextgnn_no_kg", "kgtextgnn_no_text", "kgtextgnn_no_kg_no_text")
+OWN_MODELS = ("kgtextgnn", "fused", "kgtextgnn_no_kg", "kgtextgnn_no_text", "kgtextgnn_no_kg_no_text",
+              "fused_without_gnn", "fused_without_item_item")
 
 
 @dataclass
@@ -215,7 +216,28 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         result.fusion = {"alpha": weights.alpha, "beta": weights.beta, "gamma": weights.gamma,
                          **({"ease_lam": ease[1]["lam"]} if ease and weights.gamma else {}), "grid": grid}
     run("fused", scorer, {**main_params, **{k: v for k, v in result.fusion.items() if k != "grid"}})
+    if ease is not None and scorer.weights.gamma > 0:  # attribution: the fusion less one of its parts
+        _fusion_ablations(run, scorer, ease[0], data, config, device)
     return result
+
+
+def _fusion_ablations(run, scorer, item_item, data, config: EvalConfig, device: str) -> None:
+    """``fused_without_item_item`` (GNN + text) and ``fused_without_gnn`` (EASE + text), each
+    with its own weights tuned on validation like the full fusion."""
+    from recsys_dagster.core.fusion import FusedScorer, tune_fusion
+
+    def valid(fn):
+        return full_ranking(fn, data.valid_csr, data.train_csr, data.n_items, ks=(10,), device=device)["ndcg@10"]
+
+    betas = config.fusion_betas if scorer.item_text is not None else (0.0,)
+    variants = [("fused_without_item_item", (scorer.user_gnn, scorer.item_gnn), None, (0.0,))]
+    if scorer.item_text is not None:  # EASE + text (without text, "fused without GNN" is EASE itself)
+        variants.append(("fused_without_gnn", (None, None), item_item, (1.0,)))
+    for name, (user_gnn, item_gnn), ii, gammas in variants:
+        variant = FusedScorer(user_gnn, item_gnn, scorer.user_text, scorer.item_text, scorer.n, scorer.popularity,
+                              item_item=ii)
+        variant.weights, _ = tune_fusion(variant, valid, betas, gammas)
+        run(name, variant, {"beta": variant.weights.beta, "gamma": variant.weights.gamma})
 
 
 def _rebuild(data, use_kg: bool = True, use_text: bool = True):
