@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import print_table, warehouse_tables, write_json
+from recsys_dagster.settings import load_settings
 
 #: RecBole 1.2.1 on ML-100K (RS 8:1:1, full ranking), NDCG@10 / Recall@10, measured here
 #: by an earlier session. Its Pop undercounts (a batch counts a repeated item once, and it
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--ablation-seeds", type=int, default=0, help="run the ablations on the first N seeds")
     parser.add_argument("--max-epochs", type=int, default=300)
     parser.add_argument("--protocols", nargs="+", default=["A", "A_recbole"])
+    parser.add_argument("--name", default="accuracy", help="results file benchmarks/results/NAME.json")
     args = parser.parse_args()
     from recsys_dagster.core.evaluation import ROW_COLUMNS, EvalConfig, evaluate_protocols
     from recsys_dagster.core.train import TrainConfig
@@ -85,10 +87,12 @@ def main() -> None:
     print_table(table, f"seeds {args.seeds} (mean ± std over seeds)")
     a = frame[(frame.protocol == "A") & (frame.slice == "all") & (frame.metric == "ndcg") & (frame.k == 10)]
     means = a.groupby("model").value.mean()
-    peers = means.drop([m for m in ("kgtextgnn", "fused") if m in means.index]).sort_values(ascending=False)
+    from recsys_dagster.core.evaluation import OWN_MODELS
+
+    peers = means.drop([m for m in OWN_MODELS if m in means.index]).sort_values(ascending=False)
     if len(peers) and "fused" in means:
         print(f"fused / best peer ({peers.index[0]}): {means['fused'] / peers.iloc[0]:.3f}")
-    write_json("accuracy", {"seeds": args.seeds, "protocols": args.protocols, "hyperparameters": tuned,
+    write_json(args.name, {"dataset": load_settings().dataset, "seeds": args.seeds, "protocols": args.protocols, "hyperparameters": tuned,
                             "table": table, "rows": frame.to_dict("records"), "timings": timings,
                             "recbole_reference": RECBOLE})
 
