@@ -5,7 +5,14 @@ import json
 import pandas as pd
 
 from recsys_dagster.core.train import TrainConfig
-from recsys_dagster.core.tuning import DEFAULTS, GRIDS, TRAINED, grid_points, resolve, trained_config
+from recsys_dagster.core.tuning import (
+    DEFAULTS,
+    GRIDS,
+    TRAINED,
+    grid_points,
+    resolve,
+    trained_config,
+)
 
 
 def test_every_trained_model_gets_the_same_grid_with_both_losses():
