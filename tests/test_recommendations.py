@@ -6,6 +6,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from tests.conftest import run_assets, synthetic_warehouse
 
@@ -208,3 +209,19 @@ def test_serving_uses_the_stored_behaviour_vectors(pipeline):
     moved[0] = -moved[0]
     scorer2, _, _ = _production(settings, user_vectors=(ids, moved))
     np.testing.assert_allclose(scorer2.user_text[row[ids[0]]].numpy(), -matrix[0], atol=1e-6)
+
+
+def test_serving_refits_the_item_item_part_when_the_fusion_uses_it(pipeline):
+    settings, _, _ = pipeline
+    plain, data, _ = _production(settings, fusion_override={"gamma": 0.0})
+    with_ii, _, _ = _production(settings, fusion_override={"gamma": 2.0, "ease_lam": 50.0})
+    assert plain.item_item is None and with_ii.item_item is not None
+    users = torch.arange(min(20, data.n_users))
+    assert with_ii.weights.gamma == 2.0
+    assert not torch.allclose(plain(users), with_ii(users))
+    # the refit saw every positive: its scores for a user come from that user's whole history
+    seen = data.train_csr
+    u = 0
+    hist = seen[1][seen[0][u]: seen[0][u + 1]]
+    np.testing.assert_allclose(with_ii.item_item(torch.tensor([u]))[0].numpy(),
+                               with_ii.item_item.score_history(list(hist))[0].numpy(), atol=1e-5)
