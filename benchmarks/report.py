@@ -210,8 +210,8 @@ def main() -> None:
             "do not edit by hand. Every timing is compared with a reference measured in the same run; "
             "timings are medians.", "",
             f"Machine: {_machine(first)}.", ""]
-    sections = [("Accuracy (ML-100K, 3 seeds)", "accuracy", accuracy),
-                ("Accuracy (ml-latest-small, 3 seeds)", "accuracy_ml_latest_small", accuracy),
+    sections = [("Accuracy (ML-100K)", "accuracy", accuracy),
+                ("Accuracy (ml-latest-small)", "accuracy_ml_latest_small", accuracy),
                 ("Accuracy inside the pipeline, incl. cold items (ML-100K, ml-latest-small)", "e2e", pipeline_accuracy), ("Training speed", "training", training),
                 ("Full-ranking evaluation speed", "ranking", ranking), ("Text encoder throughput", "text_encoder", encoder),
                 ("End to end: full rebuild and daily refresh", "e2e", e2e), ("Growth curve", "growth", growth),
