@@ -22,6 +22,7 @@ competes with warm items without flooding the lists (raw text z-scores would).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -92,28 +93,21 @@ class FusedScorer:
         zt = None
         if self.user_text is not None and self.item_text is not None:
             zt = _z(self.user_text[users] @ self.item_text.T)
-        zc = _z(self.item_item(users).to(self.n.device)) if self.item_item is not None and self.weights_use_ii else None
+        zc = None  # the item-item part only when it is weighted (or a weight grid may weight it)
+        if self.item_item is not None and (self._cache is not None or self.weights.gamma != 0):
+            zc = _z(self.item_item(users).to(self.n.device))
         if key is not None:
             self._cache[key] = (zg, zt, zc)
         return zg, zt, zc
 
-    @property
-    def weights_use_ii(self) -> bool:
-        return self._cache is not None or self.weights.gamma != 0
-
+    @contextmanager
     def caching(self):
-        """Context manager: remember each batch's parts (the batches must not change)."""
-        from contextlib import contextmanager
-
-        @contextmanager
-        def ctx():
-            self._cache = {}
-            try:
-                yield self
-            finally:
-                self._cache = None
-
-        return ctx()
+        """Remember each batch's parts while a weight grid is evaluated (same batches each time)."""
+        self._cache = {}
+        try:
+            yield self
+        finally:
+            self._cache = None
 
     def __call__(self, users, alpha: float | None = None, beta: float | None = None, gamma: float | None = None):
         import torch
@@ -127,7 +121,8 @@ class FusedScorer:
         trust = self.trust(users)
         a_u = alpha * trust
         c_u = gamma * trust
-        b_u = beta + (alpha + (gamma if zc is not None else 0.0)) * (1 - trust)
+        behaviour = (alpha if zg is not None else 0.0) + (gamma if zc is not None else 0.0)
+        b_u = beta + behaviour * (1 - trust)
         users = users.to(self.n.device)
         score = torch.zeros((len(users), self.item_gnn.shape[0] if self.item_gnn is not None else self.item_text.shape[0]),
                             device=self.n.device)

@@ -24,12 +24,12 @@ class RecommendConfig:
     cold_user_threshold: int = option(5, "users with fewer interactions lean on text")
 
 
-def use_behaviour_vectors(data, user_vectors: tuple[np.ndarray, np.ndarray] | None) -> int:
+def use_behaviour_vectors(data, user_vectors: tuple[np.ndarray, np.ndarray] | None) -> None:
     """Put the stored behaviour vectors (``user_behavior_embeddings``: ids, matrix) in
     ``data.user_text``; users the table lacks (it is older than the interactions) keep the
-    vector pooled from ``data``. Returns how many users had no stored vector."""
-    if user_vectors is None or data.user_text is None or len(user_vectors[0]) == 0:
-        return 0 if data.user_text is None else data.n_users
+    vector pooled from ``data``."""
+    if data.user_text is None or user_vectors is None or len(user_vectors[0]) == 0:
+        return
     ids, matrix = user_vectors
     if matrix.shape[1] != data.user_text.shape[1]:
         raise ValueError(f"user_behavior_embeddings has {matrix.shape[1]}-d vectors, the item text {data.user_text.shape[1]}-d:"
@@ -37,7 +37,6 @@ def use_behaviour_vectors(data, user_vectors: tuple[np.ndarray, np.ndarray] | No
     rows = pd.Series(np.arange(len(ids)), index=pd.Index(ids)).reindex(data.user_ids).to_numpy()
     found = ~np.isnan(rows)
     data.user_text[found] = matrix[rows[found].astype(np.int64)]
-    return int((~found).sum())
 
 
 def load_production_scorer(tables, version, fusion_override: dict | None = None, cold_user_threshold: int = 5,
@@ -216,6 +215,6 @@ def production_recommendations(tables, titles: pd.Series, version, config: Recom
     if not explicit:
         ctx.verb_other = "interacted with"
     frame = recommend_all(scorer, data, ctx, positive, config.k, version.version)
-    stored = set(user_vectors[0]) if user_vectors is not None and version.manifest["config"].get("min_rating") is None \
-        else set()
-    return Recommendations(frame, fusion, data.n_items, int(sum(u not in stored for u in data.user_ids)))
+    served = user_vectors is not None and data.user_text is not None and version.manifest["config"].get("min_rating") is None
+    missing = int((~np.isin(data.user_ids, user_vectors[0])).sum()) if served else data.n_users
+    return Recommendations(frame, fusion, data.n_items, missing)
