@@ -84,22 +84,12 @@ def test_recommendations_are_complete_unseen_and_explained(pipeline):
 
 
 def test_cold_item_with_matching_description_is_recommended(pipeline):
-    from recsys_dagster.core.explain import item_entity_lists
-    from recsys_dagster.core.recommend import explain_context, load_production_scorer, recommend_all
-    from recsys_dagster.core.training_data import read_tables
+    from recsys_dagster.core.recommend import recommend_all
 
     settings, _, _ = pipeline
-    conn = duckdb.connect(settings.warehouse, read_only=True)
-    tables = read_tables(conn)
-    titles = conn.execute("SELECT item_id, title FROM items").df().set_index("item_id")["title"]
-    conn.close()
-    scorer, data, positives, _ = load_production_scorer(tables, _store(settings).require_published(),
-                                                        {"alpha": 1.0, "beta": 1.0})
+    scorer, data, ctx, positives = _production(settings, fusion_override={"alpha": 1.0, "beta": 1.0})
     assert "i_new" in set(data.item_ids) and "i_new" not in set(positives.item_id)
-    ctx = explain_context(scorer, titles.reindex(data.item_ids).to_numpy(),
-                          item_entity_lists(data.n_items, {i: n for n, i in enumerate(data.item_ids)},
-                                            tables.entities, tables.relations, tables.triples))
-    recs = recommend_all(scorer, data, ctx, np.ones(len(data.train_csr[1]), bool), k=10)
+    recs = recommend_all(scorer, data, ctx, k=10)
     items = pd.read_csv(Path(settings.dataset) / "items.csv")
     space_fans = positives.merge(items[["item_id", "genres"]], on="item_id").groupby("user_id")["genres"].agg(
         lambda g: (g == "space").mean())
@@ -111,24 +101,12 @@ def test_cold_item_with_matching_description_is_recommended(pipeline):
 
 
 def test_unknown_user_from_items_or_text(pipeline):
-    from recsys_dagster.core.explain import item_entity_lists
-    from recsys_dagster.core.recommend import (
-        explain_context,
-        load_production_scorer,
-        recommend_for_new_user,
-    )
+    from recsys_dagster.core.recommend import recommend_for_new_user
     from recsys_dagster.core.text import EncoderConfig, TextEncoder
-    from recsys_dagster.core.training_data import read_tables
 
     settings, _, _ = pipeline
-    conn = duckdb.connect(settings.warehouse, read_only=True)
-    tables = read_tables(conn)
-    items = conn.execute("SELECT item_id, title, genres FROM items").df()
-    conn.close()
-    scorer, data, _, _ = load_production_scorer(tables, _store(settings).require_published())
-    titles = items.set_index("item_id")["title"].reindex(data.item_ids).to_numpy()
-    ctx = explain_context(scorer, titles, item_entity_lists(data.n_items, {i: n for n, i in enumerate(data.item_ids)},
-                                                             tables.entities, tables.relations, tables.triples))
+    items = _q(settings, "SELECT item_id, title, genres FROM items")
+    scorer, data, ctx, _ = _production(settings)
     horror = items[items.genres.map(lambda g: "horror" in list(g))].item_id.tolist()
     by_items = recommend_for_new_user(scorer, data, ctx, item_ids=horror[:3], k=10)
     assert len(by_items) == 10 and not set(by_items.item_id) & set(horror[:3])
@@ -165,27 +143,24 @@ def test_a_version_that_fails_the_gate_is_never_served(pipeline):
 
 
 def _production(settings, **kwargs):
-    from recsys_dagster.core.explain import item_entity_lists
-    from recsys_dagster.core.recommend import explain_context, load_production_scorer
+    """``(scorer, data, explainer, positives)`` of the published version."""
+    from recsys_dagster.core.recommend import load_production_scorer, production_explainer
     from recsys_dagster.core.training_data import read_tables
 
     conn = duckdb.connect(settings.warehouse, read_only=True)
     tables = read_tables(conn)
     titles = conn.execute("SELECT item_id, title FROM items").df().set_index("item_id")["title"]
     conn.close()
-    scorer, data, positives, _ = load_production_scorer(tables, _store(settings).require_published(), **kwargs)
-    ctx = explain_context(scorer, titles.reindex(data.item_ids).to_numpy(),
-                          item_entity_lists(data.n_items, {i: n for n, i in enumerate(data.item_ids)},
-                                            tables.entities, tables.relations, tables.triples))
-    return scorer, data, ctx
+    prod = load_production_scorer(tables, _store(settings).require_published(), **kwargs)
+    return prod.scorer, prod.data, production_explainer(prod, tables, titles), prod.positives
 
 
 def test_a_list_longer_than_the_unseen_catalogue_holds_only_unseen_items(pipeline):
     from recsys_dagster.core.recommend import recommend_all
 
     settings, _, _ = pipeline
-    scorer, data, ctx = _production(settings)
-    recs = recommend_all(scorer, data, ctx, np.ones(len(data.train_csr[1]), bool), k=data.n_items)
+    scorer, data, ctx, _ = _production(settings)
+    recs = recommend_all(scorer, data, ctx, k=data.n_items)
     seen = np.diff(data.train_csr[0])
     per_user = recs.groupby("user_id").size().reindex(data.user_ids).fillna(0).to_numpy()
     np.testing.assert_array_equal(per_user, data.n_items - seen)
@@ -201,20 +176,20 @@ def test_serving_uses_the_stored_behaviour_vectors(pipeline):
     assert set(stored.method if "method" in stored else ["pooled"]) == {"pooled"}
     ids = stored.user_id.to_numpy(dtype=object)
     matrix = np.stack(stored.embedding.map(np.asarray)).astype(np.float32)
-    scorer, data, _ = _production(settings, user_vectors=(ids, matrix))
+    scorer, data, _, _ = _production(settings, user_vectors=(ids, matrix))
     row = {u: n for n, u in enumerate(data.user_ids)}
     np.testing.assert_allclose(scorer.user_text[row[ids[0]]].numpy(), matrix[0], atol=1e-6)
     # the stored vectors are the ones serving pools itself, so a changed table changes what is served
     moved = matrix.copy()
     moved[0] = -moved[0]
-    scorer2, _, _ = _production(settings, user_vectors=(ids, moved))
+    scorer2, _, _, _ = _production(settings, user_vectors=(ids, moved))
     np.testing.assert_allclose(scorer2.user_text[row[ids[0]]].numpy(), -matrix[0], atol=1e-6)
 
 
 def test_serving_refits_the_item_item_part_when_the_fusion_uses_it(pipeline):
     settings, _, _ = pipeline
-    plain, data, _ = _production(settings, fusion_override={"gamma": 0.0})
-    with_ii, _, _ = _production(settings, fusion_override={"gamma": 2.0, "ease_lam": 50.0})
+    plain, data, _, _ = _production(settings, fusion_override={"gamma": 0.0})
+    with_ii, _, _, _ = _production(settings, fusion_override={"gamma": 2.0, "ease_lam": 50.0})
     assert plain.item_item is None and with_ii.item_item is not None
     users = torch.arange(min(20, data.n_users))
     assert with_ii.weights.gamma == 2.0

@@ -117,6 +117,14 @@ class EASE:
     def __call__(self, users):
         return _dense_rows(self.train_csr, users, self.n_items, device=self.b.device) @ self.b
 
+    def cpu(self) -> EASE:
+        """The same weights on the CPU (explanations run there)."""
+        if self.b.device.type == "cpu":
+            return self
+        new = object.__new__(EASE)
+        new.train_csr, new.n_items, new.params, new.b = self.train_csr, self.n_items, self.params, self.b.cpu()
+        return new
+
     def score_history(self, items: list[int]) -> torch.Tensor:
         """``(1, I)`` scores of a user outside the training data with history ``items``."""
         return self.b[torch.as_tensor(items, dtype=torch.long, device=self.b.device)].sum(0, keepdim=True)

@@ -66,6 +66,8 @@ class EvalConfig:
     fusion_gammas: tuple[float, ...] = option((0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
                                               "item-item (EASE) weights γ tried on validation for the fusion "
                                               "(GNN weight α = 1); (0,) leaves EASE out of the fusion")
+    explanation_users: int = option(50, "users sampled by the explanation protocol (deletion fidelity, coverage, "
+                                        "diversity of the reasons; protocol A, fused and kgtextgnn); 0: off")
     hyperparameters: dict = field(default_factory=dict)  # trained models; ItemKNN/EASE are tuned per run
 
     def params(self, name: str) -> dict:
@@ -134,8 +136,10 @@ def _train(data, config: TrainConfig, log):
     return res.model, time.perf_counter() - t0
 
 
-def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_entities=None, log=print) -> ProtocolResult:
-    """All models of one protocol on ``data`` (a :class:`TrainData`)."""
+def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_entities=None, log=print,
+                 history=None) -> ProtocolResult:
+    """All models of one protocol on ``data`` (a :class:`TrainData`); ``history`` (the
+    training interactions, with ratings and times) enables the explanation protocol."""
     import torch
 
     from recsys_dagster.core.baselines import AttributeKNN, PopScorer, TextKNN
@@ -218,7 +222,41 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
     run("fused", scorer, {**main_params, **{k: v for k, v in result.fusion.items() if k != "grid"}})
     if ease is not None and scorer.weights.gamma > 0:  # attribution: the fusion less one of its parts
         _fusion_ablations(run, scorer, ease[0], data, config, device)
+    if protocol == "A" and config.explanation_users and history is not None:
+        _explanation_rows(result, protocol, main_model, scorer, data, history, config, base)
     return result
+
+
+def _explanation_rows(result: ProtocolResult, protocol: str, model, scorer, data, history, config: EvalConfig,
+                      train_config: TrainConfig) -> None:
+    """Rows ``expl_*`` (k = 10) of :mod:`recsys_dagster.core.explain_eval` for the fusion and
+    the main model alone. Runs on the CPU (one user at a time; a GPU copy is rebuilt here)."""
+    import torch
+
+    from recsys_dagster.core.explain_eval import evaluate_explanations
+    from recsys_dagster.core.fusion import FusionWeights
+    from recsys_dagster.core.recommend import build_explainer, build_scorer
+
+    if next(model.parameters()).device.type != "cpu":
+        from recsys_dagster.core.models import build_model
+
+        cpu = build_model(train_config.model, data, train_config.embedding_dim, train_config.num_layers,
+                          train_config.kg_weight, train_config.id_dropout, "cpu")
+        cpu.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+        cpu.cosine = model.cosine
+        cpu.refresh()
+        model = cpu
+    item_item = scorer.item_item.cpu() if hasattr(scorer.item_item, "cpu") else scorer.item_item
+    for name, weights, ii in (("fused", scorer.weights, item_item), ("kgtextgnn", FusionWeights(), None)):
+        t0 = time.perf_counter()
+        sc = build_scorer(model, data, weights, ii)
+        with torch.no_grad():
+            report = evaluate_explanations(sc, model, data, build_explainer(sc, data, model, history, None),
+                                           config.explanation_users, k=10, seed=config.train.seed)
+        params = json.dumps({"users": report.n_users, "deletions": report.n_deletions}, sort_keys=True)
+        for metric, value in report.metrics.items():
+            result.rows.append((protocol, name, params, "all", metric, 10, float(value)))
+        result.seconds[f"explain_{name}"] = time.perf_counter() - t0
 
 
 def _fusion_ablations(run, scorer, item_item, data, config: EvalConfig, device: str) -> None:
@@ -287,7 +325,7 @@ def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=prin
         split = spec.apply(positives)
         data = data_for_split(tables, split, cfg)
         main = main_model_for(data, split) if main_model_for is not None else None
-        collect("A", run_protocol("A", data, config, main_model=main, log=log))
+        collect("A", run_protocol("A", data, config, main_model=main, log=log, history=split.train))
     if "A_recbole" in config.protocols:
         data = data_for_split(tables, random_split(positives, seed=spec.seed), cfg)
         collect("A_recbole", run_protocol("A_recbole", data, replace(config, ablations=False), log=log))

@@ -109,34 +109,41 @@ class FusedScorer:
         finally:
             self._cache = None
 
-    def __call__(self, users, alpha: float | None = None, beta: float | None = None, gamma: float | None = None):
+    def coefficients(self, users, alpha: float | None = None, beta: float | None = None, gamma: float | None = None):
+        """``(a_u, b_u, c_u, p_u)``, each ``(B, 1)``: the weights of z(GNN), z(text) (zero
+        for a user without a text vector), z(item-item) and z(log popularity) in the score."""
         import torch
 
         w = self.weights
         alpha = w.alpha if alpha is None else alpha
         beta = w.beta if beta is None else beta
         gamma = w.gamma if gamma is None else gamma
-        zg, zt, zc = self.parts(users)
-        n = self.n[users].unsqueeze(1)
+        has_gnn, has_ii = self.user_gnn is not None, self.item_item is not None and (
+            self._cache is not None or w.gamma != 0)
         trust = self.trust(users)
-        a_u = alpha * trust
-        c_u = gamma * trust
-        behaviour = (alpha if zg is not None else 0.0) + (gamma if zc is not None else 0.0)
-        b_u = beta + behaviour * (1 - trust)
-        users = users.to(self.n.device)
-        score = torch.zeros((len(users), self.item_gnn.shape[0] if self.item_gnn is not None else self.item_text.shape[0]),
-                            device=self.n.device)
-        if zg is not None:
-            score = score + a_u * zg
-        if zc is not None and gamma != 0:
-            score = score + c_u * zc
-        if zt is not None:
+        behaviour = (alpha if has_gnn else 0.0) + (gamma if has_ii else 0.0)
+        zero = torch.zeros_like(trust)
+        a_u = alpha * trust if has_gnn else zero
+        c_u = gamma * trust if has_ii else zero
+        no_signal = (self.n[users].unsqueeze(1) == 0).float()
+        if self.user_text is not None and self.item_text is not None:
             has_text = (self.user_text[users].abs().sum(1, keepdim=True) > 0).float()
-            score = score + b_u * zt * has_text
-        no_signal = (n == 0).float()
-        if zt is not None:
-            no_signal = no_signal * (self.user_text[users].abs().sum(1, keepdim=True) == 0).float()
-        return score + no_signal * self.pop_z + 1e-3 * self.pop_z  # popularity also breaks ties
+            b_u = (beta + behaviour * (1 - trust)) * has_text
+            no_signal = no_signal * (1 - has_text)
+        else:
+            b_u = zero
+        return a_u, b_u, c_u, no_signal + 1e-3  # popularity also breaks ties
+
+    def __call__(self, users, alpha: float | None = None, beta: float | None = None, gamma: float | None = None):
+        import torch
+
+        zg, zt, zc = self.parts(users)
+        a_u, b_u, c_u, p_u = self.coefficients(users, alpha, beta, gamma)
+        score = torch.zeros((len(users), self.popularity.shape[0]), device=self.n.device)
+        for coef, z in ((a_u, zg), (b_u, zt), (c_u, zc)):
+            if z is not None:
+                score = score + coef * z
+        return score + p_u * self.pop_z
 
 
 def map_cold_items(item_gnn, item_text, popularity, threshold: int, ridge: float = 1.0):

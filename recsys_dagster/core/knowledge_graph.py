@@ -184,8 +184,9 @@ def _external_triples(external: ExternalKG, item_ids: set, entity, rejects, link
         if h == tl:
             rejects.append(("kg", row.source_row, f"{h}\t{r}\t{tl}", "self-loop triple"))
             continue
-        hk = f"item:{item_of[h]}" if h in item_of else entity(prefix, h)
-        tk = f"item:{item_of[tl]}" if tl in item_of else entity(prefix, tl)
+        # an external entity's name is its label, or empty: a bare id is no name for people
+        hk = f"item:{item_of[h]}" if h in item_of else entity(prefix, h, external.labels.get(h, ""))
+        tk = f"item:{item_of[tl]}" if tl in item_of else entity(prefix, tl, external.labels.get(tl, ""))
         if hk == tk:
             rejects.append(("kg", row.source_row, f"{h}\t{r}\t{tl}", "self-loop after linking to items"))
             continue

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-from recsys_dagster.core.explain import ExplainContext, explain_user, item_entity_lists
+from recsys_dagster.core.explain import (
+    Attributor,
+    Explainer,
+    KGPaths,
+    Verbs,
+    display_names,
+    entity_display,
+    escape_md,
+    item_entity_lists,
+)
 from recsys_dagster.core.fusion import FusedScorer, FusionWeights, top_k
 from recsys_dagster.core.options import option
 from recsys_dagster.core.warehouse import columns_of
@@ -39,14 +48,24 @@ def use_behaviour_vectors(data, user_vectors: tuple[np.ndarray, np.ndarray] | No
     data.user_text[found] = matrix[rows[found].astype(np.int64)]
 
 
+@dataclass
+class Production:
+    """A published version ready to score: the fused scorer on the graph of every
+    positive, its data, the positives, the fusion weights and the GNN."""
+
+    scorer: FusedScorer
+    data: object
+    positives: pd.DataFrame
+    fusion: dict
+    model: object
+
+
 def load_production_scorer(tables, version, fusion_override: dict | None = None, cold_user_threshold: int = 5,
-                           device: str = "cpu", user_vectors=None):
+                           device: str = "cpu", user_vectors=None) -> Production:
     """A store :class:`~recsys_dagster.core.model_store.ModelVersion`'s weights on the graph
     of *all* interactions (propagation sees the newest edges without retraining), fusion
     weights from the version (tuned on validation), optionally overridden; the users' text
-    vectors from ``user_vectors`` (see :func:`use_behaviour_vectors`) when given.
-
-    Returns ``(scorer, data, positives, fusion)``."""
+    vectors from ``user_vectors`` (see :func:`use_behaviour_vectors`) when given."""
     from recsys_dagster.core.gnn_data import implicit_interactions
     from recsys_dagster.core.splits import Split
     from recsys_dagster.core.train import TrainConfig, load_weights
@@ -67,8 +86,7 @@ def load_production_scorer(tables, version, fusion_override: dict | None = None,
 
         item_item = EASE(data.train_csr, data.n_items, fusion["ease_lam"], device)
     weights = FusionWeights(fusion["alpha"], fusion["beta"], cold_user_threshold, gamma=fusion["gamma"])
-    scorer = build_scorer(model, data, weights, item_item)
-    return scorer, data, positives, fusion
+    return Production(build_scorer(model, data, weights, item_item), data, positives, fusion, model)
 
 
 def build_scorer(model, data, weights: FusionWeights, item_item=None) -> FusedScorer:
@@ -82,79 +100,84 @@ def build_scorer(model, data, weights: FusionWeights, item_item=None) -> FusedSc
     return FusedScorer(users, items, ut, it, counts, pop, weights, item_item)
 
 
-def explain_context(scorer: FusedScorer, titles: np.ndarray, item_entities) -> ExplainContext:
-    vec = scorer.item_gnn / scorer.item_gnn.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    text = scorer.item_text.numpy() if scorer.item_text is not None else None
-    return ExplainContext(np.asarray(titles, dtype=object), vec.numpy(), text, item_entities)
+def history_signals(interactions: pd.DataFrame, data, half_life_days: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned with ``data.train_csr[1]``: does each history entry count as "rated highly"
+    (top quarter of the observed rating range; all False with constant ratings), and its
+    recency weight in the text pooling (:func:`~recsys_dagster.core.user_profiles.recency_weights`)."""
+    from recsys_dagster.core.user_profiles import recency_weights
 
-
-def history_positive(positives: pd.DataFrame, data) -> tuple[np.ndarray, bool]:
-    """For each entry of ``data.train_csr``: does it count as "rated highly" (top quarter of
-    the observed rating range)? Returns ``(flags, explicit)``; with constant ratings
-    (implicit feedback) every flag is False and ``explicit`` is False."""
-    lo, hi = float(positives["rating"].min()), float(positives["rating"].max())
     ptr, idx = data.train_csr
-    if not hi > lo:
-        return np.zeros(len(idx), dtype=bool), False
-    ratings = positives.set_index(["user_id", "item_id"])["rating"]
-    keys = pd.MultiIndex.from_arrays([np.repeat(data.user_ids, np.diff(ptr)), data.item_ids[idx]])
-    return ratings.reindex(keys).to_numpy() >= lo + 0.75 * (hi - lo), True
+    users = np.repeat(np.arange(data.n_users), np.diff(ptr))
+    keys = pd.MultiIndex.from_arrays([data.user_ids[users], data.item_ids[idx]])
+    frame = interactions.drop_duplicates(["user_id", "item_id"], keep="last").set_index(["user_id", "item_id"])
+    rating = frame["rating"].reindex(keys).to_numpy(dtype=float)
+    lo, hi = np.nanmin(rating, initial=np.inf), np.nanmax(rating, initial=-np.inf)
+    positive = rating >= lo + 0.75 * (hi - lo) if hi > lo else np.zeros(len(idx), dtype=bool)
+    ts = frame["ts"].reindex(keys)
+    weights = recency_weights(users, ts, half_life_days) if len(idx) else np.zeros(0)
+    return positive, np.nan_to_num(weights, nan=1.0)
 
 
-def recommend_all(scorer: FusedScorer, data, ctx: ExplainContext, positive: np.ndarray, k: int = 20,
-                  model_version: str = "", generated_at=None, batch_size: int = 1024) -> pd.DataFrame:
-    """Top-``k`` unseen items for every user with reasons. ``positive`` is aligned with
-    ``data.train_csr[1]`` (True where the interaction counts as "rated highly")."""
+def build_explainer(scorer: FusedScorer, data, model, interactions: pd.DataFrame, titles: pd.Series | None,
+                    entities: pd.DataFrame | None = None, verbs: Verbs | None = None,
+                    item_entities=None) -> Explainer:
+    """An :class:`Explainer` for lists scored by ``scorer`` over ``data``'s history."""
+    positive, weights = history_signals(interactions, data)
+    attributor = Attributor(scorer, model, data.train_csr, weights)
+    return Explainer(attributor, display_names(data.item_ids, titles), np.asarray(data.item_ids, dtype=object),
+                     verbs or Verbs(), positive, KGPaths.from_model(attributor, data), data.entity_keys,
+                     entity_display(entities), item_entities)
+
+
+def production_explainer(prod: Production, tables, titles: pd.Series | None, verbs: Verbs | None = None) -> Explainer:
+    ents = item_entity_lists(prod.data.n_items, {i: n for n, i in enumerate(prod.data.item_ids)},
+                             tables.entities, tables.relations, tables.triples)
+    return build_explainer(prod.scorer, prod.data, prod.model, prod.positives, titles, tables.entities, verbs, ents)
+
+
+def recommend_all(scorer: FusedScorer, data, explainer: Explainer, k: int = 20, model_version: str = "",
+                  generated_at=None, batch_size: int = 1024) -> pd.DataFrame:
+    """Top-``k`` unseen items for every user with a reason and its evidence (JSON)."""
     import torch
 
     users = np.arange(data.n_users)
     items, scores = top_k(scorer, users, data.train_csr, data.n_items, k, batch_size)
-    ptr, hist = data.train_csr
     frames = []
     for s in range(0, len(users), batch_size):
         ub = torch.as_tensor(users[s: s + batch_size])
         top = torch.as_tensor(items[s: s + batch_size])
         with torch.no_grad():
             raw_gnn = (scorer.user_gnn[ub].unsqueeze(1) * scorer.item_gnn[top]).sum(-1)
-            zg, zt, zc = scorer.parts(ub)
-            if zt is not None:
-                raw_text = (scorer.user_text[ub].unsqueeze(1) * scorer.item_text[top]).sum(-1)
-                w = scorer.weights
-                trust = scorer.trust(ub)
-                behaviour = w.alpha + (w.gamma if zc is not None else 0.0)
-                text_part = (w.beta + behaviour * (1 - trust)) * torch.gather(zt, 1, top)
-                gnn_part = w.alpha * trust * torch.gather(zg, 1, top)
-                if zc is not None:
-                    gnn_part = gnn_part + w.gamma * trust * torch.gather(zc, 1, top)
-                dominant = (text_part > gnn_part).numpy()
-            else:
-                raw_text = torch.full_like(raw_gnn, float("nan"))
-                dominant = np.zeros(top.shape, dtype=bool)
+            raw_text = (scorer.user_text[ub].unsqueeze(1) * scorer.item_text[top]).sum(-1) \
+                if scorer.user_text is not None and scorer.item_text is not None else torch.full_like(raw_gnn, float("nan"))
         for row, u in enumerate(users[s: s + batch_size]):
-            h = hist[ptr[u]: ptr[u + 1]]
-            reasons = explain_user(items[u], h, positive[ptr[u]: ptr[u + 1]], dominant[row], ctx)
-            frame = pd.DataFrame({
-                "user_id": data.user_ids[u], "rank": np.arange(1, items.shape[1] + 1), "item_id": data.item_ids[items[u]],
-                "score": scores[u], "gnn_score": raw_gnn[row].numpy(), "text_score": raw_text[row].numpy(),
-                "reason": reasons,
-            })
             # a user who has seen all but fewer than k items gets the unseen ones only (the
             # rest are masked to -inf and sorted last)
-            frames.append(frame[np.isfinite(scores[u])])
+            keep = np.isfinite(scores[u])
+            reasons, evidence, _ = explainer.explain_user(int(u), items[u][keep])
+            frames.append(pd.DataFrame({
+                "user_id": data.user_ids[u], "rank": np.arange(1, keep.sum() + 1), "item_id": data.item_ids[items[u][keep]],
+                "score": scores[u][keep], "gnn_score": raw_gnn[row].numpy()[keep], "text_score": raw_text[row].numpy()[keep],
+                "reason": reasons, "evidence": evidence,
+            }))
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=REC_COLUMNS)
     out["model_version"] = model_version
     out["generated_at"] = generated_at if generated_at is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
     return out[REC_COLUMNS]
 
 
-def recommend_for_new_user(scorer: FusedScorer, data, ctx: ExplainContext, item_ids: list[str] | None = None,
+def recommend_for_new_user(scorer: FusedScorer, data, explainer: Explainer, item_ids: list[str] | None = None,
                            profile_embedding: np.ndarray | None = None, k: int = 20) -> pd.DataFrame:
     """Score a user unknown to the warehouse from a list of item ids and/or a text profile
-    embedding (``TextEncoder.encode([profile])[0]``). Items given are excluded."""
+    embedding (``TextEncoder.encode([profile])[0]``). Items given are excluded.
+
+    The user's GNN vector is the mean of the given items' (fold-in), which the explanation
+    splits exactly over those items; with a text profile as well, the text part's share
+    of the profile is left to "fits your overall taste"."""
     import torch
 
     pos = {str(i): n for n, i in enumerate(data.item_ids)}
-    known = [pos[str(i)] for i in (item_ids or []) if str(i) in pos]
+    known = sorted({pos[str(i)] for i in (item_ids or []) if str(i) in pos})
     user_gnn = scorer.item_gnn[known].mean(0, keepdim=True) if known else torch.zeros(1, scorer.item_gnn.shape[1])
     text_parts = []
     if scorer.item_text is not None and known:
@@ -167,19 +190,56 @@ def recommend_for_new_user(scorer: FusedScorer, data, ctx: ExplainContext, item_
         user_text = v / v.norm().clamp_min(1e-12)
     item_item = None
     if scorer.item_item is not None and known:
-        history = scorer.item_item.score_history(known)
-        item_item = lambda ub: history  # noqa: E731 - one user
+        item_item = _OneUserItemItem(scorer.item_item, known)
     one = FusedScorer(user_gnn, scorer.item_gnn, user_text, scorer.item_text, torch.tensor([len(known)]),
                       scorer.popularity, scorer.weights, item_item)
-    exclude = (np.array([0, len(known)]), np.array(sorted(known), dtype=np.int64))
+    one.item_gnn = scorer.item_gnn  # already mapped for cold items
+    exclude = (np.array([0, len(known)]), np.array(known, dtype=np.int64))
     items, scores = top_k(one, np.array([0]), exclude, data.n_items, k)
-    dominant = np.full(items.shape[1], len(known) == 0)
-    reasons = explain_user(items[0], np.array(known, dtype=np.int64), np.ones(len(known), dtype=bool), dominant, ctx)
+    keep = np.isfinite(scores[0])
+    chosen = items[0][keep]
+    fold_in = FoldIn(len(known), data.n_items, known, scorer.item_gnn)
+    one_explainer = replace(explainer, attributor=Attributor(one, fold_in, exclude), positive=None, kg=None)
+    reasons, evidence, _ = one_explainer.explain_user(0, chosen)
     if not known and profile_embedding is not None:
         reasons = ["matches your description"] * len(reasons)
-    out = pd.DataFrame({"rank": np.arange(1, items.shape[1] + 1), "item_id": data.item_ids[items[0]],
-                        "title": ctx.titles[items[0]], "score": scores[0], "reason": reasons})
-    return out[np.isfinite(scores[0])].reset_index(drop=True)
+    return pd.DataFrame({"rank": np.arange(1, len(chosen) + 1), "item_id": data.item_ids[chosen],
+                         "title": explainer.names[chosen], "score": scores[0][keep], "reason": reasons,
+                         "evidence": evidence})
+
+
+class _OneUserItemItem:
+    """An item-item model's scores for one user outside the training data (keeps ``b`` so
+    explanations can split the scores over the user's items)."""
+
+    def __init__(self, base, items: list[int]):
+        self.b = getattr(base, "b", None)
+        self.history = base.score_history(items)
+
+    def __call__(self, users):
+        return self.history
+
+
+class FoldIn:
+    """The propagation terms of a new user whose GNN vector is the mean of its items'
+    (one user node, then the items): ``e_u = sum_h (1/|H|) v_h``."""
+
+    num_users = 1
+
+    def __init__(self, n_known: int, n_items: int, known: list[int], item_gnn):
+        import torch
+
+        from recsys_dagster.core.models.sparse import csr
+
+        self.num_items = n_items
+        d = item_gnn.shape[1]
+        self.x0 = torch.zeros(1 + n_items, d)
+        self.through = torch.cat([torch.zeros(1, d), item_gnn.float().cpu()])
+        cols = np.asarray(known, dtype=np.int64) + 1
+        self.adj = csr(np.zeros(len(cols), dtype=np.int64), cols, np.full(len(cols), 1.0 / max(n_known, 1)), 1 + n_items)
+
+    def propagation_terms(self):
+        return self.x0, self.through, self.adj, 0
 
 
 @dataclass
@@ -189,32 +249,33 @@ class Recommendations:
     n_items: int
     users_without_stored_vector: int
 
-    def summary(self, titles: pd.Series) -> dict:
-        """Coverage, reason kinds and one user's list (for the asset's metadata)."""
+    def summary(self, titles: pd.Series, sample_users: int = 3, per_user: int = 5) -> dict:
+        """Coverage, evidence kinds and a few users' lists with reasons (the asset's metadata)."""
+        from recsys_dagster.core.explain import display_names, kind_of
+
         recs = self.frame
-        sample = recs[recs.user_id == recs.user_id.iloc[0]].head(10).merge(
-            titles.rename("title"), left_on="item_id", right_index=True, how="left") if len(recs) else recs
-        kinds = recs["reason"].str.extract(r"^(same [a-z ]+?|similar description|because you|popular)")[0].value_counts()
+        users = recs["user_id"].drop_duplicates().head(sample_users)
+        sample = recs[recs.user_id.isin(users) & (recs["rank"] <= per_user)].copy()
+        sample["item"] = display_names(sample["item_id"], titles)
+        sample["item"] = sample["item"].map(escape_md)
+        sample["score"] = sample["score"].round(3)
+        kinds = recs["evidence"].map(kind_of).value_counts()
         return {"users": int(recs["user_id"].nunique()), "distinct_items": int(recs["item_id"].nunique()),
                 "catalog_coverage": round(recs["item_id"].nunique() / max(self.n_items, 1), 4),
-                "reason_kinds": kinds.rename_axis("reason").reset_index().to_markdown(index=False),
-                "sample": sample[["user_id", "rank", "title", "score", "reason"]].to_markdown(index=False)}
+                "reason_kinds": kinds.rename_axis("evidence").reset_index().to_markdown(index=False),
+                "sample": sample[["user_id", "rank", "item", "score", "reason"]].to_markdown(index=False)}
 
 
-def production_recommendations(tables, titles: pd.Series, version, config: RecommendConfig,
-                               user_vectors=None, device: str = "cpu") -> Recommendations:
+def production_recommendations(tables, titles: pd.Series, version, config: RecommendConfig, user_vectors=None,
+                               device: str = "cpu", verbs: Verbs | None = None) -> Recommendations:
     """Top-``config.k`` recommendations with reasons for every user from a published model
-    version (see :func:`load_production_scorer`)."""
-    scorer, data, positives, fusion = load_production_scorer(
+    version (see :func:`load_production_scorer`); ``verbs`` from the dataset."""
+    prod = load_production_scorer(
         tables, version, {"alpha": config.alpha, "beta": config.beta, "gamma": config.gamma}, config.cold_user_threshold,
         device, user_vectors)
-    ctx = explain_context(scorer, titles.reindex(data.item_ids).fillna("").to_numpy(),
-                          item_entity_lists(data.n_items, {i: n for n, i in enumerate(data.item_ids)},
-                                            tables.entities, tables.relations, tables.triples))
-    positive, explicit = history_positive(positives, data)
-    if not explicit:
-        ctx.verb_other = "interacted with"
-    frame = recommend_all(scorer, data, ctx, positive, config.k, version.version)
+    explainer = production_explainer(prod, tables, titles, verbs)
+    frame = recommend_all(prod.scorer, prod.data, explainer, config.k, version.version)
+    data = prod.data
     served = user_vectors is not None and data.user_text is not None and version.manifest["config"].get("min_rating") is None
     missing = int((~np.isin(data.user_ids, user_vectors[0])).sum()) if served else data.n_users
-    return Recommendations(frame, fusion, data.n_items, missing)
+    return Recommendations(frame, prod.fusion, data.n_items, missing)

@@ -17,6 +17,16 @@ import numpy as np
 import pandas as pd
 
 
+def recency_weights(user_codes: np.ndarray, ts, half_life_days: float = 60.0) -> np.ndarray:
+    """``2^(-(t_last - t) / half_life)`` per interaction, ``t_last`` the user's latest one
+    (``user_codes``: 0..U-1 per interaction)."""
+    ts = pd.to_datetime(pd.Series(ts)).to_numpy("datetime64[s]").astype(np.int64).astype(np.float64)
+    user_codes = np.asarray(user_codes, dtype=np.int64)
+    last = np.full(int(user_codes.max()) + 1 if len(user_codes) else 0, -np.inf)
+    np.maximum.at(last, user_codes, ts)
+    return np.power(2.0, -((last[user_codes] - ts) / 86400.0) / half_life_days)
+
+
 def pooled_user_embeddings(
     interactions: pd.DataFrame, item_ids, item_emb: np.ndarray, half_life_days: float = 60.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -27,11 +37,7 @@ def pooled_user_embeddings(
     frame["i"] = frame["item_id"].map(pos)
     frame = frame.dropna(subset=["i"])
     users, u = np.unique(frame["user_id"].to_numpy(dtype=object), return_inverse=True)
-    ts = pd.to_datetime(frame["ts"]).to_numpy("datetime64[s]").astype(np.int64).astype(np.float64)
-    last = np.full(len(users), -np.inf)
-    np.maximum.at(last, u, ts)
-    age_days = (last[u] - ts) / 86400.0
-    w = np.power(2.0, -age_days / half_life_days)
+    w = recency_weights(u, frame["ts"], half_life_days)
     # sparse (users x items) weights @ item embeddings: memory O(interactions + users x dim),
     # not O(interactions x dim) (13 GB at 5M interactions)
     from scipy.sparse import csr_matrix

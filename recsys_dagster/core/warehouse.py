@@ -76,7 +76,7 @@ TABLES: dict[str, TableSpec] = {t.name: t for t in (
           model VARCHAR, params VARCHAR, slice VARCHAR, metric VARCHAR, k INTEGER, value DOUBLE, created_at TIMESTAMP""",
           ("run_id",)),
     _spec("fused_recommendations", """user_id VARCHAR, rank INTEGER, item_id VARCHAR, score DOUBLE, gnn_score DOUBLE,
-          text_score DOUBLE, reason VARCHAR, model_version VARCHAR, generated_at TIMESTAMP""", ("model_version",)),
+          text_score DOUBLE, reason VARCHAR, evidence VARCHAR, model_version VARCHAR, generated_at TIMESTAMP""", ("model_version",)),
     _spec("model_hyperparameters", """model VARCHAR, params VARCHAR, valid_ndcg DOUBLE, trials VARCHAR,
           split_fingerprint VARCHAR, tuned_at TIMESTAMP""", ("tuned_at",)),
 )}

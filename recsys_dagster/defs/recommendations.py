@@ -11,6 +11,7 @@ from recsys_dagster.defs.config import config_fields, core_values, derive_config
 from recsys_dagster.defs.resources import (
     WAREHOUSE_POOL,
     ComputeResource,
+    DatasetResource,
     ModelStoreResource,
     WarehouseResource,
 )
@@ -25,14 +26,17 @@ RecommendationConfig = derive_config("RecommendationConfig", "Launchpad config o
                 "item_text_embeddings", "items"])
 def fused_recommendations(context: dg.AssetExecutionContext, config: RecommendationConfig,
                           warehouse: WarehouseResource, model_store: ModelStoreResource,
-                          compute: ComputeResource) -> dg.MaterializeResult:
+                          compute: ComputeResource, dataset: DatasetResource) -> dg.MaterializeResult:
     """Top-K unseen items per user from the *published* model version (the newest one that
     passed the evaluation gate; a version that failed it is never served):
     ``α·z(GNN score) + β·z(text score)`` with α, β tuned on validation (stored with the
     version; overridable), the users' behaviour vectors from ``user_behavior_embeddings``,
-    text-leaning weights for users with few interactions, popularity as last resort, and a
-    reason per row (shared KG entity, most similar history item, or similar description).
-    Rewriting a model version replaces its rows."""
+    text-leaning weights for users with few interactions, popularity as last resort. Each
+    row has a reason naming the largest contributor to its score (a history item, with the
+    KG path of highest attention to it; a user attribute; the user's overall taste;
+    popularity) and that evidence as JSON (``core.explain``). Rewriting a model version
+    replaces its rows."""
+    from recsys_dagster.core.explain import Verbs
     from recsys_dagster.core.model_store import ModelStoreError
     from recsys_dagster.core.recommend import production_recommendations
     from recsys_dagster.core.training_data import read_tables
@@ -47,8 +51,9 @@ def fused_recommendations(context: dg.AssetExecutionContext, config: Recommendat
         titles = wh.read_table(conn, "items").set_index("item_id")["title"]
         vectors = wh.read_embeddings(conn, "user_behavior_embeddings", "user_id") \
             if wh.table_exists(conn, "user_behavior_embeddings") else None
+    source = dataset.open()
     recs = production_recommendations(tables, titles, version, RecommendConfig(**core_values(config, RecommendConfig)),
-                                      vectors, compute.resolve())
+                                      vectors, compute.resolve(), Verbs(source.verb, source.verb_positive))
     with warehouse.get_connection() as conn:
         wh.write(conn, "fused_recommendations", recs.frame, model_version=version.version)
     summary = recs.summary(titles)
@@ -58,7 +63,7 @@ def fused_recommendations(context: dg.AssetExecutionContext, config: Recommendat
         "gamma": recs.fusion.get("gamma", 0.0),
         "model_version": version.version, "published_at": version.manifest.get("published_at", ""),
         "users_without_stored_behaviour_vector": recs.users_without_stored_vector,
-        "reason_kinds": dg.MetadataValue.md(summary["reason_kinds"]), "sample": dg.MetadataValue.md(summary["sample"]),
+        "evidence_kinds": dg.MetadataValue.md(summary["reason_kinds"]), "sample": dg.MetadataValue.md(summary["sample"]),
         "seconds": round(time.perf_counter() - t0, 2),
     })
 

@@ -36,6 +36,7 @@ class ExternalKG:
     triples: pd.DataFrame
     links: pd.DataFrame
     rejects: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=REJECT_COLUMNS))
+    labels: dict[str, str] = field(default_factory=dict)  # entity -> human-readable label
 
 
 class Dataset:
@@ -46,7 +47,9 @@ class Dataset:
     :meth:`read_items`, :meth:`read_users` and optionally :meth:`external_kg`.
     ``rating_range`` is the inclusive valid range, or None for implicit feedback.
     ``interactions_header`` says whether interaction files start with a header line (the
-    replay command copies it into every landed file).
+    replay command copies it into every landed file). ``verb`` names an interaction in
+    reasons ("watched", "listened to"); ``verb_positive`` one in the top quarter of an
+    explicit rating scale ("rated highly"; None: ``verb``).
     """
 
     name: str = "dataset"
@@ -54,6 +57,8 @@ class Dataset:
     has_timestamps: bool = True
     snapshot_date: dt.date | None = None
     interactions_header: bool = True
+    verb: str = "interacted with"
+    verb_positive: str | None = None
 
     # -- to implement -------------------------------------------------------------------
     @property

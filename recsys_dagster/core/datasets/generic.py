@@ -8,12 +8,18 @@
       users.csv          user_id[, age][, gender][, occupation][, any attribute columns]
       kg.tsv             head <TAB> relation <TAB> tail  (with or without a header line)
       item_entities.csv  item_id, entity
-      dataset.json       {"name": ..., "rating_min": 0, "rating_max": 5, "snapshot_date": "2024-01-31"}
+      entity_labels.csv  entity, label   (optional: human-readable names of KG entities)
+      dataset.json       {"name": ..., "rating_min": 0, "rating_max": 5, "snapshot_date": "2024-01-31",
+                          "verb": "listened to", "verb_positive": "loved"}
 
 ``timestamp`` is unix seconds (or milliseconds, detected per column) or ISO 8601. Without a
 timestamp column the whole file is one snapshot dated ``snapshot_date`` (dataset.json,
 else ``RECSYS_SNAPSHOT_DATE``, else the file's modification date). ``genres`` is split on
 ``|``. Any other column of items.csv/users.csv is kept in ``attributes`` (JSON).
+``verb`` names an interaction in reasons (default "interacted with"); ``verb_positive`` one
+in the top quarter of the rating scale (default "rated highly" with a ``rating`` column, else
+``verb``). KG entities without a row in entity_labels.csv have no label: reasons name their
+relation and a neighbouring item instead of a bare id.
 """
 
 from __future__ import annotations
@@ -52,6 +58,12 @@ class GenericFolder(Dataset):
         lo = float(config.get("rating_min", 0.0))
         hi = float(config.get("rating_max", float("inf")))
         self.rating_range = (lo, hi)
+        for key in ("verb", "verb_positive"):
+            if key in config and not (isinstance(config[key], str) and config[key].strip()):
+                raise DatasetError(f"{self.folder / 'dataset.json'}: {key} must be a non-empty string")
+        self.verb = str(config.get("verb") or Dataset.verb).strip()
+        self.verb_positive = str(config["verb_positive"]).strip() if config.get("verb_positive") else (
+            "rated highly" if self.rating_column == "rating" else None)
         snap = config.get("snapshot_date") or snapshot_date
         if snap:
             try:
@@ -116,7 +128,20 @@ class GenericFolder(Dataset):
         has_header = [c.strip() for c in first] == ["head", "relation", "tail"]
         triples = read_delimited(kg_path, ["head", "relation", "tail"], sep="\t", header=has_header, quoting=False)
         links = read_delimited(link_path, ["item_id", "entity"], required=("item_id", "entity"))
-        return ExternalKG(self.name, triples, links)
+        return ExternalKG(self.name, triples, links, labels=self._entity_labels())
+
+    def _entity_labels(self) -> dict[str, str]:
+        path = self.folder / "entity_labels.csv"
+        if not path.is_file():
+            return {}
+        frame = read_delimited(path, ["entity", "label"], required=("entity", "label"))
+        bad = frame[frame["parse_error"].notna()]
+        if len(bad):
+            row = bad.iloc[0]
+            raise DatasetError(f"{path}: row {row.source_row}: {row.parse_error}")
+        ok = frame["entity"].notna() & frame["label"].notna()
+        return {str(e).strip(): str(v).strip() for e, v in zip(frame["entity"][ok], frame["label"][ok], strict=True)
+                if str(e).strip() and str(v).strip()}
 
 
 def _split(value) -> list[str]:

@@ -25,6 +25,9 @@ def normalize_tag(tag: str | None) -> str | None:
 
 
 class _MovieLens(Dataset):
+    verb = "watched"
+    verb_positive = "rated highly"
+
     def __init__(self, mirror_dir: str | None, download_dir: str, verify: bool = True):
         self.mirror_dir = mirror_dir
         self.download_dir = download_dir

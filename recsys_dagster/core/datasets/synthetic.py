@@ -9,6 +9,7 @@ item popularity inside a topic; timestamps spread over ``days`` days. Useful for
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +37,16 @@ def generate(
     start: dt.date = dt.date(2024, 1, 1),
     with_kg: bool = True,
     exact: bool = False,
+    titles: bool = True,
+    entity_labels: bool = False,
+    verb: str | None = None,
 ) -> Path:
     """Write ``interactions.csv``, ``items.csv``, ``users.csv`` (+ ``kg.tsv``,
     ``item_entities.csv``) to ``folder`` and return it. Repeated (user, item) pairs are
-    dropped; ``exact`` draws extra events so exactly ``n_interactions`` remain (benchmarks)."""
+    dropped; ``exact`` draws extra events so exactly ``n_interactions`` remain (benchmarks).
+    ``titles=False`` leaves the title column out (items known by id and description); KG
+    entities have opaque ids (``e17``) and get human labels only with ``entity_labels``
+    (``entity_labels.csv``); ``verb`` goes to ``dataset.json``."""
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -72,14 +79,15 @@ def generate(
                              "add users or items")
         inter = inter.iloc[:n_interactions]
     inter.to_csv(folder / "interactions.csv", index=False)
-    pd.DataFrame({
+    items_frame = pd.DataFrame({
         "item_id": [f"i{i}" for i in range(n_items)],
         "title": [f"{TOPICS[t][0].title()} Story {i}" for i, t in enumerate(item_topic)],
         "description": [TOPICS[t][1] for t in item_topic],
         "genres": [TOPICS[t][0] for t in item_topic],
         "year": rng.integers(1950, 2024, n_items),
         "studio": [f"studio{rng.integers(0, 5)}" for _ in range(n_items)],
-    }).to_csv(folder / "items.csv", index=False)
+    })
+    items_frame.drop(columns=[] if titles else ["title"]).to_csv(folder / "items.csv", index=False)
     pd.DataFrame({
         "user_id": [f"u{u}" for u in range(n_users)],
         "age": rng.integers(16, 70, n_users),
@@ -88,9 +96,17 @@ def generate(
     }).to_csv(folder / "users.csv", index=False)
     if with_kg:
         directors = rng.integers(0, max(n_items // 6, 2), n_items)
-        rows = [(f"film{i}", "film.directed_by", f"director{item_topic[i]}_{directors[i] % 3}") for i in range(n_items)]
-        rows += [(f"film{i}", "film.theme", f"theme_{TOPICS[item_topic[i]][0]}") for i in range(n_items)]
+        creator = {(t, d): f"e{n}" for n, (t, d) in enumerate((t, d) for t in range(k) for d in range(3))}
+        theme = {t: f"e{len(creator) + t}" for t in range(k)}
+        rows = [(f"film{i}", "film.directed_by", creator[item_topic[i], directors[i] % 3]) for i in range(n_items)]
+        rows += [(f"film{i}", "film.theme", theme[item_topic[i]]) for i in range(n_items)]
         pd.DataFrame(rows, columns=["head", "relation", "tail"]).to_csv(folder / "kg.tsv", sep="\t", index=False)
         pd.DataFrame({"item_id": [f"i{i}" for i in range(n_items)], "entity": [f"film{i}" for i in range(n_items)]}
                      ).to_csv(folder / "item_entities.csv", index=False)
+        if entity_labels:
+            labels = [(e, f"Director {d + 1} of {TOPICS[t][0]}") for (t, d), e in creator.items()]
+            labels += [(e, f"{TOPICS[t][0].title()} theme") for t, e in theme.items()]
+            pd.DataFrame(labels, columns=["entity", "label"]).to_csv(folder / "entity_labels.csv", index=False)
+    if verb:
+        (folder / "dataset.json").write_text(json.dumps({"verb": verb}))
     return folder

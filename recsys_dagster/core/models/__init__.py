@@ -23,13 +23,7 @@ def build_model(name: str, data, dim: int = 64, layers: int = 2, kg_weight: floa
         adj = normalized_bipartite(data.train_users, data.train_items, data.n_users, data.n_items, device)
         return LightGCN(data.n_users, data.n_items, adj, dim, layers).to(device)
     if name == "kgtextgnn":
-        from recsys_dagster.core.models.sparse import csr
-
-        n = data.n_users + data.n_items + data.n_entities
-        ui = normalized_bipartite(data.train_users, data.train_items, data.n_users, data.n_items, "cpu")
-        coo = ui.to_sparse_coo().coalesce()
-        idx = coo.indices().numpy()
-        adj_ui = csr(idx[0], idx[1], coo.values().numpy(), n, device)
+        adj_ui = user_item_adjacency(data, device)
 
         def t(a, dtype=torch.long):
             return torch.as_tensor(a, dtype=dtype, device=device)
@@ -43,4 +37,16 @@ def build_model(name: str, data, dim: int = 64, layers: int = 2, kg_weight: floa
     raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
 
 
-__all__ = ["KGTextGNN", "LightGCN", "MF", "MODELS", "Recommender", "build_model"]
+def user_item_adjacency(data, device: str = "cpu"):
+    """LightGCN's normalized user-item adjacency over all ``U + I + E`` nodes (KGTextGNN's
+    node table), as CSR."""
+    from recsys_dagster.core.models.sparse import csr, normalized_bipartite
+
+    n = data.n_users + data.n_items + data.n_entities
+    ui = normalized_bipartite(data.train_users, data.train_items, data.n_users, data.n_items, "cpu")
+    coo = ui.to_sparse_coo().coalesce()
+    idx = coo.indices().numpy()
+    return csr(idx[0], idx[1], coo.values().numpy(), n, device)
+
+
+__all__ = ["KGTextGNN", "LightGCN", "MF", "MODELS", "Recommender", "build_model", "user_item_adjacency"]

@@ -19,6 +19,8 @@ class Recommender(nn.Module):
     * :meth:`aux_loss` — an optional auxiliary loss on ``batch_size`` samples (None: none).
     * :attr:`generator` — the model's own RNG (dropout masks); the loop seeds it and
       checkpoints its state.
+    * :meth:`propagation_terms` / :meth:`rewired` — what explanations use: the exact split
+      of each final embedding over graph neighbours, and the same weights on an edited graph.
     """
 
     num_users: int
@@ -48,3 +50,23 @@ class Recommender(nn.Module):
         if self.cosine:
             users, items = (torch.nn.functional.normalize(x, dim=-1) for x in (users, items))
         return users, items
+
+    @torch.no_grad()
+    def propagation_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None:
+        r"""``(x0, through, adj, L)`` such that ``forward() == ((x0 + adj @ through) / (L + 1))[:U + I]``:
+        with :math:`X^{(l+1)} = A X^{(l)}`, :math:`\sum_{l=1}^{L} X^{(l)} = A \sum_{l<L} X^{(l)}`,
+        so a node's final embedding is its own layer-0 input plus one term
+        :math:`A_{vn}\,\text{through}_n` per graph neighbour :math:`n` (history items, KG
+        entities). None for a model without propagation."""
+        return None
+
+    def behaviour_projection(self) -> torch.Tensor | None:
+        """``W`` (``d x T``) when a user's layer-0 input holds ``W b_u`` with ``b_u`` the
+        user's behaviour text vector (its share splits over the user's history)."""
+        return None
+
+    def rewired(self, data) -> Recommender:
+        """The same parameters on the graph of ``data`` (a :class:`TrainData` with some
+        edges or history removed): the deletion test of explanations. Never trains."""
+        return self
+

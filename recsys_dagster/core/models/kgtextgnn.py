@@ -152,6 +152,39 @@ class KGTextGNN(Recommender):
     def refresh(self) -> None:
         self.refresh_attention()
 
+    @torch.no_grad()
+    def propagation_terms(self):
+        was = self.training
+        self.eval()
+        x0 = self.inputs()
+        self.train(was)
+        x, through = x0, torch.zeros_like(x0)
+        for _ in range(self.num_layers):
+            through = through + x
+            x = spmm(self.adj, x, self.adj_t)
+        return x0, through, self.adj, self.num_layers
+
+    def behaviour_projection(self) -> torch.Tensor | None:
+        return None if self.behav_proj is None else self.behav_proj.weight
+
+    @torch.no_grad()
+    def rewired(self, data) -> KGTextGNN:
+        import copy
+
+        from recsys_dagster.core.models import user_item_adjacency
+
+        device = self.embedding.weight.device
+        new = copy.copy(self)
+        new._buffers = dict(self._buffers)  # a shallow copy shares the dict; the new user text is its own
+        if data.user_text is not None and self.user_text is not None:
+            new.user_text = torch.as_tensor(data.user_text, dtype=torch.float32, device=device)
+        new.adj_ui = user_item_adjacency(data, device)
+        order = torch.argsort(torch.as_tensor(data.kg_rel, device=device), stable=True)
+        new.kg_head, new.kg_tail, new.kg_rel = (torch.as_tensor(a, dtype=torch.long, device=device)[order]
+                                                for a in (data.kg_head, data.kg_tail, data.kg_rel))
+        new.refresh_attention()
+        return new
+
     def aux_loss(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
         """KGAT's TransR loss on ``batch_size`` KG triples drawn uniformly, each against a
         uniformly drawn corrupt tail; None without KG edges."""

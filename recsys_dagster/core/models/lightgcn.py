@@ -45,3 +45,23 @@ class LightGCN(Recommender):
             x = spmm(self.adj, x)
             out = out + x
         return out / (self.num_layers + 1)
+
+    @torch.no_grad()
+    def propagation_terms(self):
+        x = self.embedding.weight
+        through = torch.zeros_like(x)
+        for _ in range(self.num_layers):
+            through = through + x
+            x = spmm(self.adj, x)
+        return self.embedding.weight, through, self.adj, self.num_layers
+
+    def rewired(self, data) -> LightGCN:
+        import copy
+
+        from recsys_dagster.core.models.sparse import normalized_bipartite
+
+        new = copy.copy(self)
+        new.adj = normalized_bipartite(data.train_users, data.train_items, data.n_users, data.n_items,
+                                       self.embedding.weight.device)
+        return new
+
