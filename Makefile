@@ -65,6 +65,7 @@ bench: warehouse
 	$(BIN)/python -m benchmarks.bench_training
 	$(BIN)/python -m benchmarks.bench_ranking
 	$(BIN)/python -m benchmarks.bench_accuracy --protocols A A_recbole cold_item --ablation-seeds 3
+	$(BIN)/python -m benchmarks.bench_explanations
 	$(BIN)/python -m benchmarks.bench_e2e
 	$(BIN)/python -m benchmarks.bench_growth
 	$(BIN)/python -m benchmarks.report

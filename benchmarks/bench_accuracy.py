@@ -77,7 +77,7 @@ def main() -> None:
         t0 = time.perf_counter()
         cfg = replace(TrainConfig(seed=seed, split_seed=seed, device="cpu", max_epochs=args.max_epochs),
                       **tuned["kgtextgnn"])
-        ev = EvalConfig(train=cfg, ablations=n < args.ablation_seeds, protocols=tuple(args.protocols),
+        ev = EvalConfig(train=cfg, ablations=n < args.ablation_seeds, protocols=tuple(args.protocols), explanation_users=0,
                         hyperparameters=tuned)
         res = evaluate_protocols(tables, ev)
         rows += [(*r, seed) for r in res.rows]

@@ -10,6 +10,8 @@ as served):
   rank is compared with removing a history item drawn at random from the same user. When the reason cites a KG path, the cited
   item–entity edge is removed likewise and compared with a random other KG edge of the
   item. A faithful explanation cites what the score depends on: its drop is larger.
+  ``expl_cited_beats_random`` is the share of recommendations where the cited deletion
+  costs more than the random one (robust when random deletions cost almost nothing).
 * **Coverage**: the share of recommendations whose leading evidence is specific (a history
   item or a user attribute), not "fits your overall taste" or "popular".
 * **Diversity**: per list, distinct pieces of leading evidence per recommendation, and the
@@ -30,8 +32,9 @@ from recsys_dagster.core.explain import SPECIFIC, Explainer
 from recsys_dagster.core.metrics import to_csr
 
 METRICS = ("expl_coverage", "expl_diversity", "expl_kind_entropy", "expl_score_drop_cited", "expl_score_drop_random",
-           "expl_fidelity_ratio", "expl_rank_drop_cited", "expl_rank_drop_random", "expl_leaves_top_cited",
-           "expl_leaves_top_random", "expl_kg_score_drop_cited", "expl_kg_score_drop_random", "expl_kg_fidelity_ratio")
+           "expl_fidelity_ratio", "expl_cited_beats_random", "expl_rank_drop_cited", "expl_rank_drop_random", "expl_leaves_top_cited",
+           "expl_leaves_top_random", "expl_kg_score_drop_cited", "expl_kg_score_drop_random", "expl_kg_fidelity_ratio",
+           "expl_kg_cited_beats_random")
 
 
 @dataclass
@@ -185,6 +188,8 @@ def evaluate_explanations(scorer, model, data, explainer: Explainer, n_users: in
             metrics[f"expl_{name}score_drop_random"] = float(r[:, 0].mean())
             if r[:, 0].mean() > 0:  # undefined when random deletions do not lower the score on average
                 metrics[f"expl_{name}fidelity_ratio"] = float(c[:, 0].mean() / r[:, 0].mean())
+            # robust to a random drop near zero: how often the cited deletion costs more
+            metrics[f"expl_{name}cited_beats_random"] = float((c[:, 0] > r[:, 0]).mean())
             if not name:
                 metrics["expl_rank_drop_cited"], metrics["expl_rank_drop_random"] = float(c[:, 1].mean()), \
                     float(r[:, 1].mean())
