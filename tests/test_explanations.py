@@ -107,7 +107,7 @@ def test_the_gnn_split_matches_the_models_own_embeddings(music):
 
 
 def test_explanation_protocol_rows(music):
-    settings, _ = music
+    settings, result = music
     rows = _q(settings, "SELECT * FROM evaluation_metrics WHERE metric LIKE 'expl_%'")
     got = rows.pivot_table(index="metric", columns="model", values="value")
     assert {"fused", "kgtextgnn"} <= set(got.columns)
@@ -116,6 +116,8 @@ def test_explanation_protocol_rows(music):
     assert {"expl_score_drop_cited", "expl_score_drop_random", "expl_fidelity_ratio"} <= set(got.index)
     params = json.loads(rows[rows.model == "fused"].params.iloc[0])
     assert params["users"] == 12 and params["deletions"] > 0
+    table = result.asset_materializations_for_node("evaluation_metrics")[0].metadata["explanations"].value
+    assert "coverage" in table and "fused" in table and "kgtextgnn" in table
 
 
 def test_deleting_the_cited_item_costs_more_than_a_random_one(music):

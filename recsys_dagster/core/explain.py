@@ -21,7 +21,8 @@ it). The **reason names the largest contributor**: a history item (with the KG p
 between it and the recommended item that has the highest attention, when the model has
 KG attention), a shared user attribute, or — when no single piece of evidence beats them —
 the user's overall profile or popularity. The structured evidence (type, item or entity,
-channel, share) is kept beside the sentence (``fused_recommendations.evidence``, JSON).
+channel, share; the lead first, then its KG path or the strongest history item) is kept
+beside the sentence (``fused_recommendations.evidence``, JSON).
 
 Names: an item's title, else its id; entity labels from the KG (``entity_labels.csv`` in
 the generic format), never a bare external id; everything inserted into the markdown of a
@@ -58,7 +59,10 @@ def relation_label(name: str) -> str:
     for key, label in _LABELS:
         if key in low:
             return label
-    return low.split(".")[-1].split(":")[-1].replace("_", " ").removeprefix("has ").strip() or "attribute"
+    parts = low.split(":")[-1].split(".")
+    if len(parts) >= 3 and parts[-1] in (parts[0], parts[0] + "s"):  # film.content_rating.film: a back-link
+        parts = parts[:-1]
+    return parts[-1].replace("_", " ").removeprefix("has ").strip() or "attribute"
 
 
 def readable(name: str) -> bool:
@@ -371,13 +375,18 @@ class Explainer:
             key, label = self.entity_of(int(att.attributes[j]))
             what = relation_label(key.split(":", 1)[0])
             ev.append({"type": "user_attribute", "entity": key, "label": label, "share": round(value / pos_total, 4)})
-            sentence = f"popular with people of your {what}" + (f" ({escape_md(label)})" if label else "")
+            sentence = f"liked by people who share your {what}" + (f" ({escape_md(label)})" if label else "")
         elif kind == "profile":
             ev.append({"type": "profile", "share": round(value / pos_total, 4)})
             sentence = "fits your overall taste"
         else:
             ev.append({"type": "popularity", "share": round(value / pos_total, 4)})
             sentence = "popular with many users"
+        if kind != "history_item" and len(per_h) and per_h.max() > 0:  # the strongest history item, for UIs
+            j = int(per_h.argmax())
+            ev.append({"type": "history_item", "item_id": str(self.item_ids[att.history[j]]),
+                       "share": round(float(per_h[j]) / pos_total, 4),
+                       "channels": {c: round(float(att.channels[k, r, j]) / pos_total, 4) for k, c in enumerate(CHANNELS)}})
         return sentence, ev
 
     def _path(self, item: int, h: int) -> dict | None:

@@ -108,5 +108,15 @@ def summary_table(rows: pd.DataFrame) -> str:
     return pivot.reset_index().to_markdown(index=False)
 
 
-__all__ = ["EvaluationRefused", "VersionEvaluation", "check_split", "evaluate_version", "ndcg_at_10",
+def explanation_table(rows: pd.DataFrame) -> str:
+    """Markdown: the explanation protocol's ``expl_*`` metrics, one column per model."""
+    e = rows[rows.metric.str.startswith("expl_")]
+    if e.empty:
+        return "_explanation protocol off (explanation_users: 0)_"
+    pivot = e.pivot_table(index="metric", columns="model", values="value").round(4)
+    pivot.index = [m.removeprefix("expl_") for m in pivot.index]
+    return pivot.rename_axis("metric").reset_index().to_markdown(index=False)
+
+
+__all__ = ["EvaluationRefused", "VersionEvaluation", "check_split", "evaluate_version", "explanation_table", "ndcg_at_10",
            "record_evaluation", "summary_table"]

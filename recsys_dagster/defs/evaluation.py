@@ -51,7 +51,7 @@ def graded_version(context: dg.AssetExecutionContext, store):
 
 
 def evaluation_metadata(ev, rows) -> dict:
-    from recsys_dagster.core.model_evaluation import summary_table
+    from recsys_dagster.core.model_evaluation import explanation_table, summary_table
     from recsys_dagster.core.plots import bar_plot_png, png_markdown
 
     a = rows[(rows.protocol == "A") & (rows.slice == "all") & (rows.metric == "ndcg") & (rows.k == 10)]
@@ -60,6 +60,7 @@ def evaluation_metadata(ev, rows) -> dict:
     return {
         "dagster/row_count": len(rows), "model_version": ev.version, "split_fingerprint": ev.split.fingerprint,
         "summary": dg.MetadataValue.md(summary_table(rows)), "ndcg_plot": dg.MetadataValue.md(plot),
+        "explanations": dg.MetadataValue.md(explanation_table(rows)),
         "hyperparameters": dg.MetadataValue.json(ev.params), "leak_check": dg.MetadataValue.json(ev.leak_check),
         "gate_passed": ev.gate.passed, "gate": dg.MetadataValue.json(ev.gate.details()),
         "fusion_alpha": ev.fusion.get("alpha", 1.0), "fusion_beta": ev.fusion.get("beta", 0.0),
