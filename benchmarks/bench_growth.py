@@ -1,13 +1,14 @@
 """Growth curve: synthetic data (template item text and attributes, power-law item
 popularity, timestamps over 60 days) at 100k, 1M and 5M interactions through ingestion
 (lossless read + cleaning + DuckDB write), graph build (KG + training graph), training of
-the main model (KGTextGNN; BPR steps timed, epoch time = batches x median step) and full
-top-20 scoring of every user. Each size runs in a fresh process so peak RSS is per size.
+the main model (KGTextGNN, BPR; one epoch in each training mode — full graph with a fixed
+number of steps, and sampled subgraphs — steps timed, epoch time = steps x median step) and
+full top-20 scoring of every user. Each size runs in a fresh process so peak RSS is per size.
 
 Item text vectors are random unit vectors here: encoder cost grows linearly with the
 catalogue and is measured by bench_text_encoder (texts/s).
 
-    python -m benchmarks.bench_growth [--sizes 100000 1000000 5000000] [--max-steps 30]
+    python -m benchmarks.bench_growth [--sizes 100000 1000000 2000000 5000000 10000000] [--max-steps 30]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.common import ROOT, peak_rss_mb, print_table, write_json
@@ -35,6 +37,7 @@ def one_size(size: int, max_steps: int) -> dict:
     from recsys_dagster.core.fusion import top_k
     from recsys_dagster.core.knowledge_graph import build_knowledge_graph
     from recsys_dagster.core.models import build_model
+    from recsys_dagster.core.models.sampling import NeighbourSampler
     from recsys_dagster.core.train import TrainConfig, bpr_step, epoch_samples
     from recsys_dagster.core.training_data import data_for_split, make_split, read_tables
 
@@ -79,27 +82,32 @@ def one_size(size: int, max_steps: int) -> dict:
     conn.close()
     stage("graph", t0, kg_triples=len(kg.triples), train_edges=len(data.train_users))
 
-    t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
     model = build_model(cfg.model, data, cfg.embedding_dim, cfg.num_layers, cfg.kg_weight, cfg.id_dropout, "cpu")
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     model.train()
+    model.refresh()  # the first call imports PyG's softmax: time the second
     t_attn = time.perf_counter()
     model.refresh()
     attention_s = time.perf_counter() - t_attn
-    epoch_u, epoch_p, epoch_n = epoch_samples(data, gen)
-    batches = (len(epoch_u) + cfg.batch_size - 1) // cfg.batch_size
-    times = []
-    for s in range(0, min(batches, max_steps) * cfg.batch_size, cfg.batch_size):
-        b = slice(s, s + cfg.batch_size)
-        ts = time.perf_counter()
-        bpr_step(model, opt, epoch_u[b], epoch_p[b], epoch_n[b], data, cfg)
-        times.append(time.perf_counter() - ts)
-    step_s = float(np.median(times[1:] if len(times) > 2 else times))
-    epoch_s = attention_s + batches * step_s
-    stage("train_epoch", t0, batches=batches, steps_timed=len(times), median_step_s=round(step_s, 4),
-          epoch_s=round(epoch_s, 1), measured_whole_epoch=len(times) == batches)
+    for mode in ("full", "sampled"):
+        t0 = time.perf_counter()
+        mcfg = replace(cfg, train_mode=mode)
+        _, batch, lr = mcfg.step_plan(len(data.train_users), model.operator()._nnz())
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        sampler = NeighbourSampler(model.operator(), cfg.fanout, gen) if mode == "sampled" else None
+        epoch_u, epoch_p, epoch_n = epoch_samples(data, gen)
+        batches = (len(epoch_u) + batch - 1) // batch
+        times = []
+        for s in range(0, min(batches, max_steps) * batch, batch):
+            b = slice(s, s + batch)
+            ts = time.perf_counter()
+            bpr_step(model, opt, epoch_u[b], epoch_p[b], epoch_n[b], data, mcfg, sampler=sampler)
+            times.append(time.perf_counter() - ts)
+        step_s = float(np.median(times[1:] if len(times) > 2 else times))
+        epoch_s = attention_s + batches * step_s
+        stage(f"epoch_{mode}", t0, batch=batch, batches=batches, steps_timed=len(times), median_step_s=round(step_s, 4),
+              epoch_s=round(epoch_s, 1), measured_whole_epoch=len(times) == batches)
 
     t0 = time.perf_counter()
     u_emb, i_emb = model.user_item_embeddings()
@@ -110,7 +118,7 @@ def one_size(size: int, max_steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000, 5_000_000])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000, 2_000_000, 5_000_000, 10_000_000])
     parser.add_argument("--max-steps", type=int, default=30, help="BPR steps timed per size (epoch = batches x median)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -130,9 +138,16 @@ def main() -> None:
         s = r["stages"]
         rows.append({"interactions": f"{r['size']:,}", "users": s["generate"]["users"], "items": s["generate"]["items"],
                      "ingest s": s["ingest"]["seconds"], "graph s": s["graph"]["seconds"],
-                     "epoch s": s["train_epoch"]["epoch_s"], "score s": s["score"]["seconds"],
+                     "epoch full s": s["epoch_full"]["epoch_s"], "full steps": s["epoch_full"]["batches"],
+                     "epoch sampled s": s["epoch_sampled"]["epoch_s"], "score s": s["score"]["seconds"],
                      "peak RSS MB": max(v["peak_rss_mb"] for v in s.values())})
-    print_table(rows, "growth curve (2 layers, dim 64, batch 2048; epoch = batches x median BPR step)")
+    base = next((r for r in results if r["size"] == 1_000_000), None)
+    for row, r in zip(rows, results, strict=True):
+        for mode in ("full", "sampled"):
+            ref = base["stages"][f"epoch_{mode}"]["epoch_s"] if base else None
+            row[f"{mode} t/t(1M)"] = round(r["stages"][f"epoch_{mode}"]["epoch_s"] / ref, 2) if ref else "-"
+    print_table(rows, "growth curve (2 layers, dim 64, BPR; epoch = steps x median step + attention refresh; full: "
+                      "at most 40 steps, the batch grows; sampled: batch 2048, fan-out 10)")
     write_json("growth", {"results": results})
 
 

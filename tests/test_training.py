@@ -167,3 +167,58 @@ def test_sigkill_mid_materialization_resumes_on_rematerialization(warehouse, tmp
     for k in ("ndcg@10", "recall@10"):
         assert resumed.metadata[f"test_{k}"].value == round(reference.test[k], 4)
         assert resumed.metadata[f"valid_{k}"].value == round(reference.best_valid[k], 4)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(warehouse):
+    return load_training_data(warehouse[0].warehouse, TrainConfig(model="kgtextgnn"))
+
+
+def test_sampled_propagation_with_a_large_fanout_is_exact_and_unbiased_below(tiny_data):
+    """The CSR fan-out sampler reproduces full-graph propagation when no node is capped, and
+    its capped estimate averages to it."""
+    import torch
+
+    from recsys_dagster.core.models import build_model
+    from recsys_dagster.core.models.sampling import NeighbourSampler, sampled_embeddings
+
+    model = build_model("kgtextgnn", tiny_data, 16, 2)
+    model.refresh()
+    model.eval()
+    with torch.no_grad():
+        full = model()
+        targets = torch.unique(torch.randint(0, len(full), (40,), generator=torch.Generator().manual_seed(0)))
+        exact = sampled_embeddings(model, targets, NeighbourSampler(model.operator(), 10**9))
+        torch.testing.assert_close(exact, full[targets], atol=1e-5, rtol=1e-5)
+        capped = NeighbourSampler(model.operator(), 2, torch.Generator().manual_seed(1))
+        one = sampled_embeddings(model, targets, capped)
+        mean = torch.stack([sampled_embeddings(model, targets, capped) for _ in range(300)]).mean(0)
+    err_one = (one - full[targets]).norm() / full[targets].norm()
+    err_mean = (mean - full[targets]).norm() / full[targets].norm()
+    assert err_one > 1e-3, "a fan-out of 2 should cap some nodes on this graph"
+    assert err_mean < err_one / 4
+
+
+def test_full_mode_keeps_the_steps_per_epoch_as_data_grows():
+    from recsys_dagster.core.train import TrainConfig
+
+    cfg = TrainConfig(batch_size=1000, steps_per_epoch=10, lr=1e-3, train_mode="full")
+    assert cfg.step_plan(5_000, 10**4) == ("full", 1000, 1e-3)
+    mode, batch, lr = cfg.step_plan(1_000_000, 10**7)
+    assert (mode, batch) == ("full", 100_000) and abs(lr - 1e-3 * 10) < 1e-12
+    assert TrainConfig(train_mode="auto", sampled_above=100).step_plan(10**6, 101)[0] == "sampled"
+    assert TrainConfig(train_mode="auto", sampled_above=100).step_plan(10**6, 100)[0] == "full"
+    with pytest.raises(ValueError, match="train_mode"):
+        TrainConfig(train_mode="fast").step_plan(10, 10)
+
+
+@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+def test_sampled_training_learns(tiny_data, loss):
+    from recsys_dagster.core.train import TrainConfig, train
+
+    cfg = TrainConfig(model="kgtextgnn", embedding_dim=16, batch_size=256, max_epochs=15, min_epochs=15, device="cpu",
+                      train_mode="sampled", fanout=5, loss=loss, lr=5e-3)
+    res = train(tiny_data, cfg, log=lambda m: None)
+    untrained = TrainConfig(**{**cfg.__dict__, "max_epochs": 1, "min_epochs": 1, "lr": 0.0})
+    base = train(tiny_data, untrained, log=lambda m: None)
+    assert res.best_valid["ndcg@10"] > base.best_valid["ndcg@10"] + 0.02

@@ -35,6 +35,14 @@ class Recommender(nn.Module):
     def ego(self, nodes: torch.Tensor) -> torch.Tensor:
         return self.embedding.weight.index_select(0, nodes)
 
+    def inputs_of(self, nodes: torch.Tensor) -> torch.Tensor:
+        """Layer-0 representations of the given nodes (sampled-subgraph training)."""
+        return self.embedding.weight.index_select(0, nodes)
+
+    def operator(self) -> torch.Tensor | None:
+        """The propagation operator ``A`` (CSR, ``N x N``) or None (no propagation)."""
+        return None
+
     def refresh(self) -> None:
         """Nothing to rebuild by default."""
 

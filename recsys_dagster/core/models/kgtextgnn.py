@@ -111,6 +111,24 @@ class KGTextGNN(Recommender):
             x = x + torch.cat(parts)
         return x
 
+    def inputs_of(self, nodes: torch.Tensor) -> torch.Tensor:
+        """:meth:`inputs` of the given nodes only (sampled-subgraph training)."""
+        x = self.embedding(nodes)
+        u, i = self.num_users, self.num_items
+        is_user, is_item = nodes < u, (nodes >= u) & (nodes < u + i)
+        if self.training and self.id_dropout > 0:
+            keep = torch.rand(len(nodes), 1, device=x.device, generator=self.generator) >= self.id_dropout
+            x = x * (keep | ~is_item.unsqueeze(1))
+        add = torch.zeros_like(x)
+        if self.behav_proj is not None and bool(is_user.any()):
+            add[is_user] = self.behav_proj(self.user_text[nodes[is_user]])
+        if self.text_proj is not None and bool(is_item.any()):
+            add[is_item] = self.text_proj(self.item_text[nodes[is_item] - u])
+        return x + add
+
+    def operator(self) -> torch.Tensor:
+        return self.adj
+
     @torch.no_grad()
     def refresh_attention(self) -> None:
         """Recompute :math:`\\alpha` from the current parameters and rebuild the operator."""

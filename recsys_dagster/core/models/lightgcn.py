@@ -46,6 +46,9 @@ class LightGCN(Recommender):
             out = out + x
         return out / (self.num_layers + 1)
 
+    def operator(self) -> torch.Tensor:
+        return self.adj
+
     @torch.no_grad()
     def propagation_terms(self):
         x = self.embedding.weight

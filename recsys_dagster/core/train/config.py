@@ -15,7 +15,15 @@ class TrainConfig:
     num_layers: int = option(2, "propagation layers (LightGCN, KGTextGNN)")
     lr: float = option(5e-3, "Adam learning rate")
     reg_weight: float = option(1e-4, "L2 weight on the batch's layer-0 embeddings")
-    batch_size: int = 2048
+    batch_size: int = option(2048, "training pairs per optimizer step (full mode: the smallest batch)")
+    train_mode: str = option("auto", "full: every step propagates the whole graph, a fixed number of steps per "
+                                     "epoch; sampled: each step propagates over the batch's L-hop neighbourhoods "
+                                     "(fan-out capped); auto: sampled when the graph has more than sampled_above "
+                                     "edges")
+    steps_per_epoch: int = option(40, "full mode: optimizer steps per epoch; past batch_size x steps training "
+                                      "pairs the batch grows with the data and the learning rate by sqrt(growth)")
+    fanout: int = option(10, "sampled mode: neighbours kept per node and hop")
+    sampled_above: int = option(5_000_000, "auto mode: operator edges above which training is sampled")
     loss: str = option("bpr", "bpr (one sampled negative) or softmax (full-catalogue InfoNCE on cosine scores)")
     temperature: float = option(0.1, "softmax temperature τ")
     max_epochs: int = option(300, "epoch budget")
@@ -45,6 +53,20 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training config keys {sorted(unknown)}")
         return cls(**values)
+
+    def step_plan(self, n_pairs: int, n_edges: int) -> tuple[str, int, float]:
+        """``(mode, batch, lr)`` for ``n_pairs`` training pairs on an operator with ``n_edges``
+        non-zeros: full mode keeps at most ``steps_per_epoch`` steps (linear epoch cost),
+        sampled mode keeps ``batch_size`` (each step costs O(batch x fanout^L))."""
+        if self.train_mode not in ("auto", "full", "sampled"):
+            raise ValueError(f"train_mode {self.train_mode!r}: choose auto, full or sampled")
+        mode = self.train_mode
+        if mode == "auto":
+            mode = "sampled" if n_edges > self.sampled_above else "full"
+        if mode == "sampled" or n_edges == 0:
+            return mode if n_edges else "full", self.batch_size, self.lr
+        batch = max(self.batch_size, -(-n_pairs // max(self.steps_per_epoch, 1)))
+        return "full", batch, self.lr * (batch / self.batch_size) ** 0.5
 
     def split_spec(self):
         """The :class:`~recsys_dagster.core.splits.SplitSpec` this model trains on."""

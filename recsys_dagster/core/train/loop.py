@@ -67,17 +67,46 @@ def ranking_loss(out, u, p, n, n_users: int, n_items: int, loss: str = "bpr", te
     raise ValueError(f"unknown loss {loss!r}: choose bpr or softmax")
 
 
-def bpr_step(model, opt, u, p, n, data, config, gen=None, use_amp: bool = False) -> float:
+def sampled_ranking_loss(emb, targets, u, p, n, n_users: int, loss: str = "bpr", temperature: float = 0.1):
+    """:func:`ranking_loss` from the embeddings ``emb`` of the sorted node ids ``targets``
+    (sampled-subgraph mode). The softmax runs over the batch's items (its positives and
+    negatives: a sampled softmax), since the other items' embeddings are not computed."""
+    import torch
+    import torch.nn.functional as F
+
+    def rows(nodes):
+        return emb.index_select(0, torch.searchsorted(targets, nodes))
+
+    eu = rows(u)
+    if loss == "bpr":
+        return -F.logsigmoid((eu * rows(p + n_users)).sum(-1) - (eu * rows(n + n_users)).sum(-1)).mean()
+    if loss == "softmax":
+        cands = torch.unique(torch.cat([p, n]))
+        logits = F.normalize(eu, dim=-1) @ F.normalize(rows(cands + n_users), dim=-1).T / temperature
+        return F.cross_entropy(logits.float(), torch.searchsorted(cands, p))
+    raise ValueError(f"unknown loss {loss!r}: choose bpr or softmax")
+
+
+def bpr_step(model, opt, u, p, n, data, config, gen=None, use_amp: bool = False, sampler=None) -> float:
     """One optimizer step of the ranking loss (``config.loss``: BPR or full softmax) + L2 on
     the batch's ego embeddings + the model's auxiliary loss weighted by ``kg_loss_weight``,
-    on users ``u``, positive items ``p`` and negative items ``n``; returns the loss."""
+    on users ``u``, positive items ``p`` and negative items ``n``; returns the loss. With a
+    ``sampler`` (:class:`~recsys_dagster.core.models.sampling.NeighbourSampler`) only the
+    batch's sampled neighbourhoods are propagated."""
     import torch
 
     device = next(model.parameters()).device
     u, p, n = u.to(device), p.to(device), n.to(device)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-        out = model()
-        loss = ranking_loss(out, u, p, n, data.n_users, data.n_items, config.loss, config.temperature)
+        if sampler is None:
+            out = model()
+            loss = ranking_loss(out, u, p, n, data.n_users, data.n_items, config.loss, config.temperature)
+        else:
+            from recsys_dagster.core.models.sampling import sampled_embeddings
+
+            targets = torch.unique(torch.cat([u, p + data.n_users, n + data.n_users]))
+            emb = sampled_embeddings(model, targets.cpu(), sampler)
+            loss = sampled_ranking_loss(emb, targets, u, p, n, data.n_users, config.loss, config.temperature)
         nodes = torch.cat([u, p + data.n_users, n + data.n_users])  # node index: users first, then items
         reg = model.ego(nodes).pow(2).sum() / (2 * len(u))
         loss = loss + config.reg_weight * reg
@@ -129,7 +158,12 @@ def train(
             "items); for large catalogues set loss=bpr or tune on the data (make tune)")
     if warm_start is not None:
         log(f"warm start: copied {warm_start_state(model, warm_start, data)} tensors from the previous model")
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    operator = model.operator()
+    mode, batch_size, lr = config.step_plan(len(data.train_users), 0 if operator is None else operator._nnz())
+    if (batch_size, lr) != (config.batch_size, config.lr) or mode == "sampled":
+        log(f"{mode} training: batch {batch_size}, learning rate {lr:.2e}"
+            + (f", fan-out {config.fanout}" if mode == "sampled" else ""))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     train_u, train_i = torch.as_tensor(data.train_users), torch.as_tensor(data.train_items)
     keys = torch.sort(train_u * data.n_items + train_i).values
     use_amp = config.amp and device.startswith("cuda")
@@ -141,11 +175,16 @@ def train(
         t0 = time.perf_counter()
         model.train()
         model.refresh()
+        sampler = None
+        if mode == "sampled":
+            from recsys_dagster.core.models.sampling import NeighbourSampler
+
+            sampler = NeighbourSampler(model.operator(), config.fanout, gen)
         epoch_u, epoch_p, epoch_n = epoch_samples(data, gen, train_u, train_i, keys)
         total = 0.0
-        for s in range(0, len(epoch_u), config.batch_size):
-            b = slice(s, s + config.batch_size)
-            total += bpr_step(model, opt, epoch_u[b], epoch_p[b], epoch_n[b], data, config, gen, use_amp) \
+        for s in range(0, len(epoch_u), batch_size):
+            b = slice(s, s + batch_size)
+            total += bpr_step(model, opt, epoch_u[b], epoch_p[b], epoch_n[b], data, config, gen, use_amp, sampler) \
                 * len(epoch_u[b])
         epoch_times.append(time.perf_counter() - t0)
         record = {"epoch": epoch, "loss": total / len(epoch_u), "epoch_seconds": epoch_times[-1]}
