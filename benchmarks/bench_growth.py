@@ -92,7 +92,7 @@ def one_size(size: int, max_steps: int) -> dict:
     for mode in ("full", "sampled"):
         t0 = time.perf_counter()
         mcfg = replace(cfg, train_mode=mode)
-        _, batch, lr = mcfg.step_plan(len(data.train_users), model.operator()._nnz())
+        _, batch, lr = mcfg.step_plan(len(data.train_users), model.operator().shape[0], data.n_items)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(cfg.seed)
         sampler = NeighbourSampler(model.operator(), cfg.fanout, gen) if mode == "sampled" else None

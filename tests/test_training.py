@@ -203,13 +203,18 @@ def test_full_mode_keeps_the_steps_per_epoch_as_data_grows():
     from recsys_dagster.core.train import TrainConfig
 
     cfg = TrainConfig(batch_size=1000, steps_per_epoch=10, lr=1e-3, train_mode="full")
-    assert cfg.step_plan(5_000, 10**4) == ("full", 1000, 1e-3)
-    mode, batch, lr = cfg.step_plan(1_000_000, 10**7)
+    assert cfg.step_plan(5_000, 10**4, 100) == ("full", 1000, 1e-3)
+    mode, batch, lr = cfg.step_plan(1_000_000, 10**6, 10**4)
     assert (mode, batch) == ("full", 100_000) and abs(lr - 1e-3 * 10) < 1e-12
-    assert TrainConfig(train_mode="auto", sampled_above=100).step_plan(10**6, 101)[0] == "sampled"
-    assert TrainConfig(train_mode="auto", sampled_above=100).step_plan(10**6, 100)[0] == "full"
+    assert cfg.step_plan(1_000_000, 10**6, 10**4, propagates=False) == ("full", 1000, 1e-3)
+    # auto: full while a full step fits the memory budget, sampled past it
+    auto = TrainConfig(train_mode="auto", loss="softmax", embedding_dim=64, full_step_gb=1.0)
+    assert auto.step_plan(80_000, 15_000, 1_700)[0] == "full"
+    assert auto.step_plan(8_000_000, 500_000, 100_000)[0] == "sampled"  # 200k x 100k softmax logits
+    assert TrainConfig(train_mode="auto", loss="bpr", full_step_gb=2.0).step_plan(8_000_000, 500_000, 100_000)[0] \
+        == "full"
     with pytest.raises(ValueError, match="train_mode"):
-        TrainConfig(train_mode="fast").step_plan(10, 10)
+        TrainConfig(train_mode="fast").step_plan(10, 10, 10)
 
 
 @pytest.mark.parametrize("loss", ["bpr", "softmax"])

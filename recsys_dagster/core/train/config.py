@@ -18,12 +18,14 @@ class TrainConfig:
     batch_size: int = option(2048, "training pairs per optimizer step (full mode: the smallest batch)")
     train_mode: str = option("auto", "full: every step propagates the whole graph, a fixed number of steps per "
                                      "epoch; sampled: each step propagates over the batch's L-hop neighbourhoods "
-                                     "(fan-out capped); auto: sampled when the graph has more than sampled_above "
-                                     "edges")
+                                     "(fan-out capped); auto: full unless a full step would need more than "
+                                     "full_step_gb of memory")
     steps_per_epoch: int = option(40, "full mode: optimizer steps per epoch; past batch_size x steps training "
                                       "pairs the batch grows with the data and the learning rate by sqrt(growth)")
     fanout: int = option(10, "sampled mode: neighbours kept per node and hop")
-    sampled_above: int = option(5_000_000, "auto mode: operator edges above which training is sampled")
+    full_step_gb: float = option(4.0, "auto mode: estimated memory of one full-graph step (activations of every "
+                                      "node, and batch x items logits with the softmax loss) above which "
+                                      "training is sampled")
     loss: str = option("bpr", "bpr (one sampled negative) or softmax (full-catalogue InfoNCE on cosine scores)")
     temperature: float = option(0.1, "softmax temperature τ")
     max_epochs: int = option(300, "epoch budget")
@@ -54,18 +56,24 @@ class TrainConfig:
             raise ValueError(f"unknown training config keys {sorted(unknown)}")
         return cls(**values)
 
-    def step_plan(self, n_pairs: int, n_edges: int) -> tuple[str, int, float]:
-        """``(mode, batch, lr)`` for ``n_pairs`` training pairs on an operator with ``n_edges``
-        non-zeros: full mode keeps at most ``steps_per_epoch`` steps (linear epoch cost),
-        sampled mode keeps ``batch_size`` (each step costs O(batch x fanout^L))."""
+    def step_plan(self, n_pairs: int, n_nodes: int = 0, n_items: int = 0, propagates: bool = True
+                  ) -> tuple[str, int, float]:
+        """``(mode, batch, lr)`` for ``n_pairs`` training pairs on a graph of ``n_nodes`` nodes:
+        full mode keeps at most ``steps_per_epoch`` steps (epoch cost linear in the data),
+        sampled mode keeps ``batch_size`` (a step costs O(batch x fanout^L)). A model that
+        does not propagate (MF) keeps ``batch_size`` in full mode."""
         if self.train_mode not in ("auto", "full", "sampled"):
             raise ValueError(f"train_mode {self.train_mode!r}: choose auto, full or sampled")
+        if not propagates:
+            return "full", self.batch_size, self.lr
+        batch = max(self.batch_size, -(-n_pairs // max(self.steps_per_epoch, 1)))
         mode = self.train_mode
         if mode == "auto":
-            mode = "sampled" if n_edges > self.sampled_above else "full"
-        if mode == "sampled" or n_edges == 0:
-            return mode if n_edges else "full", self.batch_size, self.lr
-        batch = max(self.batch_size, -(-n_pairs // max(self.steps_per_epoch, 1)))
+            activations = 3 * (self.num_layers + 1) * n_nodes * self.embedding_dim
+            logits = 2 * batch * n_items if self.loss == "softmax" else 0
+            mode = "sampled" if 4 * (activations + logits) > self.full_step_gb * 2**30 else "full"
+        if mode == "sampled":
+            return mode, self.batch_size, self.lr
         return "full", batch, self.lr * (batch / self.batch_size) ** 0.5
 
     def split_spec(self):

@@ -159,7 +159,8 @@ def train(
     if warm_start is not None:
         log(f"warm start: copied {warm_start_state(model, warm_start, data)} tensors from the previous model")
     operator = model.operator()
-    mode, batch_size, lr = config.step_plan(len(data.train_users), 0 if operator is None else operator._nnz())
+    mode, batch_size, lr = config.step_plan(len(data.train_users), operator.shape[0] if operator is not None else 0,
+                                            data.n_items, propagates=operator is not None)
     if (batch_size, lr) != (config.batch_size, config.lr) or mode == "sampled":
         log(f"{mode} training: batch {batch_size}, learning rate {lr:.2e}"
             + (f", fan-out {config.fanout}" if mode == "sampled" else ""))
