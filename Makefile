@@ -58,7 +58,7 @@ warehouse: venv
 		--partition-range "$$($(BIN)/python -m recsys_dagster.cli span)"
 	$(DAGSTER) asset materialize $(MODULE) --select 'knowledge_graph,item_text_embeddings'
 
-## Benchmarks: tables on stdout, JSON in benchmarks/results/, report in docs/BENCHMARKS.md (~36 min on 2 cores).
+## Benchmarks: tables on stdout, JSON in benchmarks/results/, report in docs/BENCHMARKS.md (~75 min on 2 cores; the 10M growth point alone ~12 min).
 bench: warehouse
 	$(BIN)/python -m benchmarks.bench_load_time
 	$(BIN)/python -m benchmarks.bench_text_encoder
@@ -66,6 +66,7 @@ bench: warehouse
 	$(BIN)/python -m benchmarks.bench_ranking
 	$(BIN)/python -m benchmarks.bench_accuracy --protocols A A_recbole cold_item --ablation-seeds 3
 	$(BIN)/python -m benchmarks.bench_explanations
+	$(BIN)/python -m benchmarks.bench_training_modes
 	$(BIN)/python -m benchmarks.bench_e2e
 	$(BIN)/python -m benchmarks.bench_growth
 	$(BIN)/python -m benchmarks.report
