@@ -22,6 +22,11 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+## The optional Ray extra (data-parallel training); `make test` installs it so CI runs those tests.
+$(VENV)/.ray-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[dev,ray]'
+	touch $@
+
 ## Materialize every asset on the default dataset (RECSYS_DATASET, RECSYS_DATA_DIR) and print a summary.
 demo: rebuild
 	$(BIN)/python -m recsys_dagster.cli summary
@@ -80,7 +85,7 @@ bench-mls: venv
 	$(BIN)/python -m benchmarks.report
 
 ## Run the test suite (tests read real data from RECSYS_DATA_DIR, default ../shared/data).
-test: venv
+test: venv $(VENV)/.ray-installed
 	$(BIN)/ruff check recsys_dagster tests benchmarks
 	$(BIN)/python -m pytest -q
 

@@ -87,19 +87,22 @@ def sampled_ranking_loss(emb, targets, u, p, n, n_users: int, loss: str = "bpr",
     raise ValueError(f"unknown loss {loss!r}: choose bpr or softmax")
 
 
-def bpr_step(model, opt, u, p, n, data, config, gen=None, use_amp: bool = False, sampler=None) -> float:
+def bpr_step(model, opt, u, p, n, data, config, gen=None, use_amp: bool = False, sampler=None, forward=None,
+             scale: float = 1.0) -> float:
     """One optimizer step of the ranking loss (``config.loss``: BPR or full softmax) + L2 on
     the batch's ego embeddings + the model's auxiliary loss weighted by ``kg_loss_weight``,
     on users ``u``, positive items ``p`` and negative items ``n``; returns the loss. With a
     ``sampler`` (:class:`~recsys_dagster.core.models.sampling.NeighbourSampler`) only the
-    batch's sampled neighbourhoods are propagated."""
+    batch's sampled neighbourhoods are propagated. ``forward`` replaces ``model()`` (a DDP
+    wrapper: data-parallel workers all-reduce the gradients); the loss is multiplied by
+    ``scale`` before the backward pass (a worker's share of a global batch)."""
     import torch
 
     device = next(model.parameters()).device
     u, p, n = u.to(device), p.to(device), n.to(device)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
         if sampler is None:
-            out = model()
+            out = (forward or model)()
             loss = ranking_loss(out, u, p, n, data.n_users, data.n_items, config.loss, config.temperature)
         else:
             from recsys_dagster.core.models.sampling import sampled_embeddings
@@ -113,7 +116,7 @@ def bpr_step(model, opt, u, p, n, data, config, gen=None, use_amp: bool = False,
         if config.kg_loss_weight > 0 and (aux := model.aux_loss(len(u), gen)) is not None:
             loss = loss + config.kg_loss_weight * aux
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * scale if scale != 1.0 else loss).backward()
     opt.step()
     return float(loss.detach())
 
@@ -128,6 +131,15 @@ def evaluate(model, data, split: str = "valid", ks=(10, 20), device: str = "cpu"
     return full_ranking(lambda ub: users[ub] @ items.T, truth, exclude, data.n_items, ks=ks, device=device)
 
 
+def _all_sum(value: float) -> float:
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t)
+
+
 def train(
     data,
     config: TrainConfig,
@@ -135,11 +147,18 @@ def train(
     warm_start: dict | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     log: Callable[[str], None] = print,
+    world: tuple[int, int] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Train ``config.model`` on ``data`` with BPR and early stopping.
 
     A checkpoint at ``checkpoint_path`` from the same config and data is resumed; it is
-    rewritten after every epoch and removed when training finishes.
+    rewritten after every epoch and removed when training finishes. ``world = (rank,
+    size)`` trains data-parallel inside an initialized ``torch.distributed`` process group
+    (Ray Train's workers, :mod:`recsys_dagster.core.train.distributed`): every worker draws
+    the same global batches and takes its contiguous share of each, the gradients are
+    averaged (DDP), so the result equals one worker with the same global batch.
+    ``on_step(step, loss)`` gets each step's global loss.
     """
     import torch
 
@@ -165,13 +184,21 @@ def train(
         log(f"{mode} training: batch {batch_size}, learning rate {lr:.2e}"
             + (f", fan-out {config.fanout}" if mode == "sampled" else ""))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    rank, size = world or (0, 1)
+    forward = None
+    if size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # relation parameters only serve the attention refresh (no gradient in the step)
+        forward = DistributedDataParallel(model, find_unused_parameters=True)
+    sampler_gen = gen if size == 1 else torch.Generator().manual_seed(config.seed * 1009 + rank)
     train_u, train_i = torch.as_tensor(data.train_users), torch.as_tensor(data.train_items)
     keys = torch.sort(train_u * data.n_items + train_i).values
     use_amp = config.amp and device.startswith("cuda")
     ckpt = Checkpoint(checkpoint_path, data, config)
     loop = ckpt.resume(model, opt, gen, log)
 
-    stopped_by, t_start, epoch_times = "max_epochs", time.perf_counter(), []
+    stopped_by, t_start, epoch_times, step = "max_epochs", time.perf_counter(), [], 0
     for epoch in range(loop.next_epoch, config.max_epochs):
         t0 = time.perf_counter()
         model.train()
@@ -180,13 +207,24 @@ def train(
         if mode == "sampled":
             from recsys_dagster.core.models.sampling import NeighbourSampler
 
-            sampler = NeighbourSampler(model.operator(), config.fanout, gen)
+            sampler = NeighbourSampler(model.operator(), config.fanout, sampler_gen)
         epoch_u, epoch_p, epoch_n = epoch_samples(data, gen, train_u, train_i, keys)
         total = 0.0
         for s in range(0, len(epoch_u), batch_size):
-            b = slice(s, s + batch_size)
-            total += bpr_step(model, opt, epoch_u[b], epoch_p[b], epoch_n[b], data, config, gen, use_amp, sampler) \
-                * len(epoch_u[b])
+            e = min(s + batch_size, len(epoch_u))
+            lo, hi = s + (e - s) * rank // size, s + (e - s) * (rank + 1) // size  # this worker's share
+            b = slice(lo, hi)
+            # workers draw their auxiliary-loss samples from their own generator: the shared
+            # one must stay in step across workers (it draws every epoch's batches)
+            loss = bpr_step(model, opt, epoch_u[b], epoch_p[b], epoch_n[b], data, config,
+                            gen if size == 1 else sampler_gen, use_amp, sampler, forward,
+                            scale=(hi - lo) * size / (e - s)) * (hi - lo)
+            if size > 1:
+                loss = _all_sum(loss)
+            total += loss
+            if on_step is not None:
+                on_step(step, loss / (e - s))
+            step += 1
         epoch_times.append(time.perf_counter() - t0)
         record = {"epoch": epoch, "loss": total / len(epoch_u), "epoch_seconds": epoch_times[-1]}
         if (epoch + 1) % config.eval_every == 0 or epoch == config.max_epochs - 1:
