@@ -80,7 +80,7 @@ def test_recommendations_are_complete_unseen_and_explained(pipeline):
     seen = _q(settings, "SELECT DISTINCT user_id, item_id FROM cleaned_interactions")
     assert recs.merge(seen, on=["user_id", "item_id"]).empty
     assert recs["reason"].str.len().gt(0).all()
-    assert recs["reason"].str.contains(r"same |because you|similar description").any()
+    assert recs["reason"].str.contains(r"same |because you|because of|similar description").any()
 
 
 def test_cold_item_with_matching_description_is_recommended(pipeline):

@@ -357,7 +357,8 @@ class Explainer:
             channel = {c: round(float(att.channels[k, r, j]) / pos_total, 4) for k, c in enumerate(CHANNELS)}
             ev.append({"type": "history_item", "item_id": str(self.item_ids[h]), "share": round(value / pos_total, 4),
                        "channels": channel})
-            verb = self.verbs.positive if (self.verbs.positive and positive[j]) else self.verbs.verb
+            rated = bool(self.verbs.positive and positive[j])
+            verb = self.verbs.positive if rated else self.verbs.verb
             name = escape_md(self.names[h])
             path = self._path(item, h)
             if path is not None:
@@ -368,6 +369,8 @@ class Explainer:
                 sentence = f"same {path['relation']} ({escape_md(path['label'])}) as *{name}*, which you {verb}"
             elif path is not None:
                 sentence = f"shares *{path['relation']}* with *{name}*, which you {verb}"
+            elif rated:  # "rated highly" does not take an object: "because of *X*, which you rated highly"
+                sentence = f"because of *{name}*, which you {verb}"
             else:
                 sentence = f"because you {verb} *{name}*"
         elif kind == "user_attribute":
