@@ -29,7 +29,7 @@ def fused_recommendations(context: dg.AssetExecutionContext, config: Recommendat
                           compute: ComputeResource, dataset: DatasetResource) -> dg.MaterializeResult:
     """Top-K unseen items per user from the *published* model version (the newest one that
     passed the evaluation gate; a version that failed it is never served):
-    ``α·z(GNN score) + β·z(text score)`` with α, β tuned on validation (stored with the
+    ``α·z(GNN) + β·z(text) + γ·z(EASE)`` with β, γ tuned on validation (stored with the
     version; overridable), the users' behaviour vectors from ``user_behavior_embeddings``,
     text-leaning weights for users with few interactions, popularity as last resort. Each
     row has a reason naming the largest contributor to its score (a history item, with the
