@@ -37,3 +37,21 @@ def test_two_workers_match_one_with_the_same_global_batch(tmp_path, local_ray):
     assert abs(one["best_valid"]["ndcg@10"] - two["best_valid"]["ndcg@10"]) <= 1e-3
     model, _ = load_weights(tmp_path / "w2" / "model.pt", load_training_data(settings.warehouse, cfg))
     assert model.num_users > 0
+
+
+def test_scoring_as_ray_tasks_equals_local_scoring(local_ray):
+    import torch
+
+    from recsys_dagster.core.fusion import top_k
+    from recsys_dagster.core.metrics import to_csr
+    from recsys_dagster.core.train.distributed import top_k_on_ray
+
+    g = torch.Generator().manual_seed(0)
+    users, items = torch.randn(1000, 16, generator=g), torch.randn(300, 16, generator=g)
+    rows = torch.randint(0, 1000, (5000,), generator=g).numpy()
+    cols = torch.randint(0, 300, (5000,), generator=g).numpy()
+    seen = to_csr(rows, cols, 1000)
+    local = top_k(lambda ub: users[ub] @ items.T, np.arange(1000), seen, 300, 20)
+    remote = top_k_on_ray(users.numpy(), items.numpy(), seen, k=20, users_per_task=300)
+    np.testing.assert_array_equal(remote[0], local[0])
+    np.testing.assert_allclose(remote[1], local[1], rtol=1e-6)
