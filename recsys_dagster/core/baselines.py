@@ -129,6 +129,21 @@ class EASE:
         """``(1, I)`` scores of a user outside the training data with history ``items``."""
         return self.b[torch.as_tensor(items, dtype=torch.long, device=self.b.device)].sum(0, keepdim=True)
 
+    def for_history(self, items) -> OneHistory:
+        """The model for one user with history ``items`` (a new user, or a training user
+        with an item removed): scores ``x B`` for any batch, and ``b`` for explanations."""
+        return OneHistory(self.b, self.score_history(list(items)))
+
+
+class OneHistory:
+    """:meth:`EASE.for_history`: one user's item–item scores, whatever user index is asked."""
+
+    def __init__(self, b: torch.Tensor, scores: torch.Tensor):
+        self.b, self.scores = b, scores
+
+    def __call__(self, users):
+        return self.scores
+
 
 class TextKNN:
     def __init__(self, user_text: np.ndarray, item_text: np.ndarray):

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -93,8 +94,8 @@ def entity_display(entities: pd.DataFrame | None) -> dict[str, tuple[str, str]]:
 
 def item_entity_lists(n_items: int, item_pos: dict, entities: pd.DataFrame | None, relations: pd.DataFrame | None,
                       triples: pd.DataFrame | None) -> list[list[tuple[int, str, str, int]]]:
-    """For each item index: the KG entities linked to it (either direction), with relation
-    label, display label ("" when unlabelled) and degree (number of items sharing it)."""
+    """For each item index: the KG entities linked to it (either direction) as ``(entity_key,
+    relation label, display label ("" when unlabelled), degree (number of items sharing it))``."""
     out: list[list] = [[] for _ in range(n_items)]
     if triples is None or entities is None or not len(triples):
         return out
@@ -114,10 +115,11 @@ def item_entity_lists(n_items: int, item_pos: dict, entities: pd.DataFrame | Non
     degree = frame.groupby("entity")["item"].nunique()
     frame["degree"] = frame["entity"].map(degree)
     frame["label"] = frame["relation"].map(rel).map(relation_label)
-    frame["name"] = frame["entity"].map(ent["entity_key"]).map(lambda k: labels.get(k, ("", ""))[1])
+    frame["key"] = frame["entity"].map(ent["entity_key"])
+    frame["name"] = frame["key"].map(lambda k: labels.get(k, ("", ""))[1])
     frame = frame[frame["degree"] >= 2].sort_values(["item", "degree"])
     for row in frame.itertuples(index=False):
-        out[row.item].append((int(row.entity), row.label, row.name, int(row.degree)))
+        out[row.item].append((row.key, row.label, row.name, int(row.degree)))
     return out
 
 
@@ -164,8 +166,6 @@ class Attributor:
     """
 
     def __init__(self, scorer, model, train_csr, history_weights: np.ndarray | None = None):
-        import torch
-
         self.scorer, self.train_csr = scorer, train_csr
         self.terms = model.propagation_terms() if model is not None and scorer.user_gnn is not None else None
         self.n_users = model.num_users if model is not None else 0
@@ -178,57 +178,43 @@ class Attributor:
         self.v_center = None if scorer.item_gnn is None else (scorer.item_gnn - scorer.item_gnn.mean(0)).float()
         self.t_center = None if scorer.item_text is None else (scorer.item_text - scorer.item_text.mean(0)).float()
         if self.terms is not None:
-            self.adj_rows = self.terms[2].to("cpu")
-            self.crow, self.col, self.val = (self.adj_rows.crow_indices(), self.adj_rows.col_indices(),
-                                             self.adj_rows.values())
-        self._torch = torch
+            adj = self.terms[2].to("cpu")
+            self.crow, self.col, self.val = adj.crow_indices(), adj.col_indices(), adj.values()
 
     def neighbours(self, node: int):
         s, e = int(self.crow[node]), int(self.crow[node + 1])
         return self.col[s:e], self.val[s:e]
 
     def user(self, u: int, items: np.ndarray) -> UserAttribution:
-        torch = self._torch
+        import torch
+
         sc = self.scorer
         ptr, idx = self.train_csr
         history = idx[ptr[u]: ptr[u + 1]]
         hw = torch.as_tensor(self.weights[ptr[u]: ptr[u + 1]], dtype=torch.float32)
-        ub = torch.tensor([u])
-        it = torch.as_tensor(items, dtype=torch.long)
+        ub, it = torch.tensor([u]), torch.as_tensor(items, dtype=torch.long)
+        R, H = len(items), len(history)
+        channels, profile = torch.zeros(3, R, H), torch.zeros(R)
+        attributes, attr_contrib = np.zeros(0, dtype=np.int64), torch.zeros(R, 0)
         with torch.no_grad():
             zg, zt, zc = sc.parts(ub)
-            a_u, b_u, c_u, pop_coef = (float(x.reshape(-1)[0]) for x in sc.coefficients(ub))
-            score = sc(ub)[0, it]
-            R, H = len(items), len(history)
-            channels = torch.zeros(3, R, H)
-            profile = torch.zeros(R)
-            attributes, attr_contrib = np.zeros(0, dtype=np.int64), torch.zeros(R, 0)
+            a_u, b_u, c_u, pop_coef = (float(x.reshape(-1)[0]) for x in sc.coefficients(ub))  # b_u = 0 without text
+            # the behaviour vector is k * sum_h w_h t_h (recency-weighted pooling of the history's text)
+            text = pooled = None
+            if sc.user_text is not None and H and b_u + a_u:
+                text = sc.item_text[torch.as_tensor(history, dtype=torch.long)].float()
+                pooled = hw @ text
+                k = float((sc.user_text[u] @ pooled) / (pooled @ pooled).clamp_min(1e-12))
             if zg is not None and a_u:
-                raw = sc.user_gnn[u] @ sc.item_gnn.T
-                sigma = raw.std().clamp_min(1e-8)
-                vr = self.v_center[it]
-                if self.terms is not None:
-                    x0, through, _, layers = self.terms
-                    cols, vals = self.neighbours(u)
-                    e_u = (x0[u] + vals @ through[cols]) / (layers + 1)
-                    scale = float((sc.user_gnn[u] @ e_u) / (e_u @ e_u).clamp_min(1e-12))
-                    per = (vr @ through[cols].T) * vals * (scale * a_u / (layers + 1)) / sigma  # (R, neighbours)
-                    is_item = (cols >= self.n_users) & (cols < self.n_users + self.n_items)
-                    pos = pd.Series(np.arange(H), index=history).reindex(cols[is_item].numpy() - self.n_users).to_numpy()
-                    channels[0][:, torch.as_tensor(pos, dtype=torch.long)] = per[:, is_item]
-                    attributes, attr_contrib = cols[~is_item].numpy(), per[:, ~is_item]
-                    ego = x0[u]
-                    w_b = self.behaviour
-                    if w_b is not None and H and float(sc.user_text[u].abs().sum()) > 0:
-                        # x0_u = id_u + W b_u, b_u = k * sum_h w_h t_h: the behaviour part is history
-                        t = sc.item_text[torch.as_tensor(history, dtype=torch.long)].float()
-                        pooled = hw @ t
-                        k = float((sc.user_text[u] @ pooled) / (pooled @ pooled).clamp_min(1e-12))
-                        channels[0] += (vr @ (t @ w_b.T).T) * hw * (k * scale * a_u / (layers + 1)) / sigma
-                        ego = ego - w_b @ (k * pooled)
-                    profile += (vr @ ego) * (scale * a_u / (layers + 1)) / sigma
-                else:
+                if self.terms is None:
                     profile += a_u * zg[0, it]
+                else:
+                    channels[0], attributes, attr_contrib, vr, scale = self._gnn(u, it, history, a_u)
+                    ego = self.terms[0][u]  # the user's layer-0 input
+                    if self.behaviour is not None and text is not None:  # x0_u = id_u + W b_u: W b_u is history
+                        channels[0] += (vr @ (text @ self.behaviour.T).T) * hw * (k * scale)
+                        ego = ego - self.behaviour @ (k * pooled)
+                    profile += (vr @ ego) * scale
             if zc is not None and c_u:
                 b = getattr(sc.item_item, "b", None)
                 if b is not None and H:
@@ -237,17 +223,37 @@ class Attributor:
                     channels[1] = (c_u * (rows[:, it] - rows.mean(1, keepdim=True)) / sigma).T
                 else:
                     profile += c_u * zc[0, it]
-            if zt is not None and b_u and H and float(sc.user_text[u].abs().sum()) > 0:
-                t = sc.item_text[torch.as_tensor(history, dtype=torch.long)]
-                pooled = hw @ t
-                k = float((sc.user_text[u] @ pooled) / (pooled @ pooled).clamp_min(1e-12))
-                sigma = (sc.user_text[u] @ sc.item_text.T).std().clamp_min(1e-8)
-                channels[2] = b_u * k * (self.t_center[it] @ t.T) * hw / sigma
-            elif zt is not None and b_u:
-                profile += b_u * zt[0, it] * (float(sc.user_text[u].abs().sum()) > 0)
+            if zt is not None and b_u:
+                if text is not None:
+                    sigma = (sc.user_text[u] @ sc.item_text.T).std().clamp_min(1e-8)
+                    channels[2] = b_u * k * (self.t_center[it] @ text.T) * hw / sigma
+                else:  # no history to split over (a text profile only)
+                    profile += b_u * zt[0, it]
+            score = sc(ub)[0, it]
             popularity = pop_coef * sc.pop_z[0, it]
         return UserAttribution(np.asarray(items), history, channels.numpy(), attributes, attr_contrib.numpy(),
                                profile.numpy(), popularity.numpy(), score.numpy())
+
+    def _gnn(self, u: int, it, history: np.ndarray, a_u: float):
+        """The GNN part split over the user's graph neighbours: ``(per history item (R, H),
+        attribute nodes, their contributions (R, A), centred item vectors vr, scale)``; the
+        user's own layer-0 input ``x0_u`` contributes ``vr @ x0_u * scale``."""
+        import torch
+
+        sc = self.scorer
+        x0, through, _, layers = self.terms
+        sigma = (sc.user_gnn[u] @ sc.item_gnn.T).std().clamp_min(1e-8)
+        vr = self.v_center[it]
+        cols, vals = self.neighbours(u)
+        e_u = (x0[u] + vals @ through[cols]) / (layers + 1)
+        # the scorer's user vector is e_u up to a factor (1 / |e_u| for cosine models)
+        scale = float((sc.user_gnn[u] @ e_u) / (e_u @ e_u).clamp_min(1e-12)) * a_u / (layers + 1) / float(sigma)
+        per = (vr @ through[cols].T) * vals * scale  # (R, neighbours)
+        is_item = (cols >= self.n_users) & (cols < self.n_users + self.n_items)
+        pos = pd.Series(np.arange(len(history)), index=history).reindex(cols[is_item].numpy() - self.n_users)
+        gnn = torch.zeros(len(it), len(history))
+        gnn[:, torch.as_tensor(pos.to_numpy(), dtype=torch.long)] = per[:, is_item]
+        return gnn, cols[~is_item].numpy(), per[:, ~is_item], vr, scale
 
 
 @dataclass
@@ -319,13 +325,13 @@ class Explainer:
         key = str(self.entity_keys[node - first]) if self.entity_keys is not None else str(node)
         return key, self.entity_labels.get(key, ("", ""))[1]
 
+    @cached_property
+    def _entity_nodes(self) -> dict[str, int]:
+        first = self.attributor.n_users + self.attributor.n_items
+        return {str(k): first + n for n, k in enumerate(self.entity_keys if self.entity_keys is not None else [])}
+
     def entity_node(self, key: str) -> int | None:
         """The node index of an entity key (None: not in the graph)."""
-        if self.entity_keys is None:
-            return None
-        if not hasattr(self, "_entity_nodes"):
-            first = self.attributor.n_users + self.attributor.n_items
-            self._entity_nodes = {str(k): first + n for n, k in enumerate(self.entity_keys)}
         return self._entity_nodes.get(key)
 
     def explain_user(self, u: int, items: np.ndarray) -> tuple[list[str], list[str], UserAttribution]:
@@ -354,9 +360,8 @@ class Explainer:
         if kind == "history_item":
             j = int(per_h.argmax())
             h = int(att.history[j])
-            channel = {c: round(float(att.channels[k, r, j]) / pos_total, 4) for k, c in enumerate(CHANNELS)}
-            ev.append({"type": "history_item", "item_id": str(self.item_ids[h]), "share": round(value / pos_total, 4),
-                       "channels": channel})
+            ev.append(self._history_evidence(att, r, j, pos_total))
+            channel = ev[0]["channels"]
             rated = bool(self.verbs.positive and positive[j])
             verb = self.verbs.positive if rated else self.verbs.verb
             name = escape_md(self.names[h])
@@ -386,11 +391,13 @@ class Explainer:
             ev.append({"type": "popularity", "share": round(value / pos_total, 4)})
             sentence = "popular with many users"
         if kind != "history_item" and len(per_h) and per_h.max() > 0:  # the strongest history item, for UIs
-            j = int(per_h.argmax())
-            ev.append({"type": "history_item", "item_id": str(self.item_ids[att.history[j]]),
-                       "share": round(float(per_h[j]) / pos_total, 4),
-                       "channels": {c: round(float(att.channels[k, r, j]) / pos_total, 4) for k, c in enumerate(CHANNELS)}})
+            ev.append(self._history_evidence(att, r, int(per_h.argmax()), pos_total))
         return sentence, ev
+
+    def _history_evidence(self, att: UserAttribution, r: int, j: int, pos_total: float) -> dict:
+        return {"type": "history_item", "item_id": str(self.item_ids[att.history[j]]),
+                "share": round(float(att.per_history[r, j]) / pos_total, 4),
+                "channels": {c: round(float(att.channels[k, r, j]) / pos_total, 4) for k, c in enumerate(CHANNELS)}}
 
     def _path(self, item: int, h: int) -> dict | None:
         if self.kg is not None:
@@ -408,7 +415,7 @@ class Explainer:
         if not hits:
             return None
         entity, relation, label, _ = hits[0]  # the most specific first
-        return {"type": "shared_attribute", "entity": str(entity), "label": label, "relation": relation,
+        return {"type": "shared_attribute", "entity": entity, "label": label, "relation": relation,
                 "attention": None}
 
 

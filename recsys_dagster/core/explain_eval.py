@@ -88,23 +88,13 @@ class Rescorer:
             sc.user_text is not None else None
         item_item = None
         if sc.item_item is not None and sc.weights.gamma:
-            row = sc.item_item(torch.tensor([u]))
-            if item is not None:
-                row = row - sc.item_item.b[item]
-            item_item = _Row(row)
+            ptr, idx = data.train_csr
+            item_item = sc.item_item.for_history(idx[ptr[u]: ptr[u + 1]])
         n = torch.tensor([float(np.diff(data.train_csr[0])[u])])
         pop = torch.as_tensor(np.bincount(data.train_items, minlength=data.n_items))
         one = FusedScorer(user_gnn, item_gnn, user_text, sc.item_text, n, pop, sc.weights, item_item)
         with torch.no_grad():
             return one(torch.tensor([0]))[0].numpy()
-
-
-class _Row:
-    def __init__(self, row):
-        self.row = row
-
-    def __call__(self, users):
-        return self.row
 
 
 def _drop(base: np.ndarray, after: np.ndarray, item: int, candidates: np.ndarray, k: int) -> tuple[float, float, bool]:

@@ -93,12 +93,14 @@ class FusedScorer:
         zt = None
         if self.user_text is not None and self.item_text is not None:
             zt = _z(self.user_text[users] @ self.item_text.T)
-        zc = None  # the item-item part only when it is weighted (or a weight grid may weight it)
-        if self.item_item is not None and (self._cache is not None or self.weights.gamma != 0):
-            zc = _z(self.item_item(users).to(self.n.device))
+        zc = _z(self.item_item(users).to(self.n.device)) if self._uses_item_item() else None
         if key is not None:
             self._cache[key] = (zg, zt, zc)
         return zg, zt, zc
+
+    def _uses_item_item(self) -> bool:
+        """The item-item part is computed when it is weighted, or while a weight grid may weight it."""
+        return self.item_item is not None and (self._cache is not None or self.weights.gamma != 0)
 
     @contextmanager
     def caching(self):
@@ -118,8 +120,7 @@ class FusedScorer:
         alpha = w.alpha if alpha is None else alpha
         beta = w.beta if beta is None else beta
         gamma = w.gamma if gamma is None else gamma
-        has_gnn, has_ii = self.user_gnn is not None, self.item_item is not None and (
-            self._cache is not None or w.gamma != 0)
+        has_gnn, has_ii = self.user_gnn is not None, self._uses_item_item()
         trust = self.trust(users)
         behaviour = (alpha if has_gnn else 0.0) + (gamma if has_ii else 0.0)
         zero = torch.zeros_like(trust)

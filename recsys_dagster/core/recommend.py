@@ -188,9 +188,7 @@ def recommend_for_new_user(scorer: FusedScorer, data, explainer: Explainer, item
     if text_parts and scorer.item_text is not None:
         v = torch.stack(text_parts).mean(0, keepdim=True)
         user_text = v / v.norm().clamp_min(1e-12)
-    item_item = None
-    if scorer.item_item is not None and known:
-        item_item = _OneUserItemItem(scorer.item_item, known)
+    item_item = scorer.item_item.for_history(known) if scorer.item_item is not None and known else None
     one = FusedScorer(user_gnn, scorer.item_gnn, user_text, scorer.item_text, torch.tensor([len(known)]),
                       scorer.popularity, scorer.weights, item_item)
     one.item_gnn = scorer.item_gnn  # already mapped for cold items
@@ -198,7 +196,7 @@ def recommend_for_new_user(scorer: FusedScorer, data, explainer: Explainer, item
     items, scores = top_k(one, np.array([0]), exclude, data.n_items, k)
     keep = np.isfinite(scores[0])
     chosen = items[0][keep]
-    fold_in = FoldIn(len(known), data.n_items, known, scorer.item_gnn)
+    fold_in = FoldIn(known, scorer.item_gnn)
     one_explainer = replace(explainer, attributor=Attributor(one, fold_in, exclude), positive=None, kg=None)
     reasons, evidence, _ = one_explainer.explain_user(0, chosen)
     if not known and profile_embedding is not None:
@@ -208,35 +206,23 @@ def recommend_for_new_user(scorer: FusedScorer, data, explainer: Explainer, item
                          "evidence": evidence})
 
 
-class _OneUserItemItem:
-    """An item-item model's scores for one user outside the training data (keeps ``b`` so
-    explanations can split the scores over the user's items)."""
-
-    def __init__(self, base, items: list[int]):
-        self.b = getattr(base, "b", None)
-        self.history = base.score_history(items)
-
-    def __call__(self, users):
-        return self.history
-
-
 class FoldIn:
     """The propagation terms of a new user whose GNN vector is the mean of its items'
     (one user node, then the items): ``e_u = sum_h (1/|H|) v_h``."""
 
     num_users = 1
 
-    def __init__(self, n_known: int, n_items: int, known: list[int], item_gnn):
+    def __init__(self, known: list[int], item_gnn):
         import torch
 
         from recsys_dagster.core.models.sparse import csr
 
-        self.num_items = n_items
-        d = item_gnn.shape[1]
-        self.x0 = torch.zeros(1 + n_items, d)
+        self.num_items, d = item_gnn.shape
+        self.x0 = torch.zeros(1 + self.num_items, d)
         self.through = torch.cat([torch.zeros(1, d), item_gnn.float().cpu()])
         cols = np.asarray(known, dtype=np.int64) + 1
-        self.adj = csr(np.zeros(len(cols), dtype=np.int64), cols, np.full(len(cols), 1.0 / max(n_known, 1)), 1 + n_items)
+        self.adj = csr(np.zeros(len(cols), dtype=np.int64), cols, np.full(len(cols), 1.0 / max(len(cols), 1)),
+                       1 + self.num_items)
 
     def propagation_terms(self):
         return self.x0, self.through, self.adj, 0
@@ -262,7 +248,7 @@ class Recommendations:
         kinds = recs["evidence"].map(kind_of).value_counts()
         return {"users": int(recs["user_id"].nunique()), "distinct_items": int(recs["item_id"].nunique()),
                 "catalog_coverage": round(recs["item_id"].nunique() / max(self.n_items, 1), 4),
-                "reason_kinds": kinds.rename_axis("evidence").reset_index().to_markdown(index=False),
+                "evidence_kinds": kinds.rename_axis("evidence").reset_index().to_markdown(index=False),
                 "sample": sample[["user_id", "rank", "item", "score", "reason"]].to_markdown(index=False)}
 
 

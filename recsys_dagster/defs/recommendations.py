@@ -63,7 +63,7 @@ def fused_recommendations(context: dg.AssetExecutionContext, config: Recommendat
         "gamma": recs.fusion.get("gamma", 0.0),
         "model_version": version.version, "published_at": version.manifest.get("published_at", ""),
         "users_without_stored_behaviour_vector": recs.users_without_stored_vector,
-        "evidence_kinds": dg.MetadataValue.md(summary["reason_kinds"]), "sample": dg.MetadataValue.md(summary["sample"]),
+        "evidence_kinds": dg.MetadataValue.md(summary["evidence_kinds"]), "sample": dg.MetadataValue.md(summary["sample"]),
         "seconds": round(time.perf_counter() - t0, 2),
     })
 
