@@ -11,7 +11,7 @@ export DAGSTER_HOME
 DAGSTER := $(BIN)/dagster
 MODULE := -m recsys_dagster.definitions
 
-.PHONY: venv demo warehouse rebuild refresh replay pools test check lint dev clean bench bench-mls tune
+.PHONY: venv demo warehouse rebuild refresh replay pools test check lint dev clean bench bench-mls tune scale-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 ## The optional Ray extra (data-parallel training); `make test` installs it so CI runs those tests.
-$(VENV)/.ray-installed: $(VENV)/.installed
+$(VENV)/.ray-installed: $(VENV)/.installed pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,ray]'
 	touch $@
 
@@ -83,6 +83,10 @@ bench-mls: venv
 	$(MLS) DAGSTER_HOME=$(CURDIR)/data/ml-latest-small/dagster $(MAKE) warehouse
 	$(MLS) $(BIN)/python -m benchmarks.bench_accuracy --protocols A cold_item --name accuracy_ml_latest_small
 	$(BIN)/python -m benchmarks.report
+
+## gnn_model as a Ray job (Pipes + Ray Train DDP) on a 2-node loopback Ray cluster, 2 workers vs 1 (~3 min; ML-100K).
+scale-check: venv $(VENV)/.ray-installed
+	$(BIN)/python -m benchmarks.scale_check
 
 ## Run the test suite (tests read real data from RECSYS_DATA_DIR, default ../shared/data).
 test: venv $(VENV)/.ray-installed

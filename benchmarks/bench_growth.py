@@ -9,6 +9,10 @@ Item text vectors are random unit vectors here: encoder cost grows linearly with
 catalogue and is measured by bench_text_encoder (texts/s).
 
     python -m benchmarks.bench_growth [--sizes 100000 1000000 2000000 5000000 10000000] [--max-steps 30]
+                                      [--e2e 10000000 --epochs 3]
+
+``--e2e SIZE`` also runs that size end to end: the real training loop for a few epochs (auto
+mode, validation at the end), every user's top-20, written to a warehouse table.
 """
 
 from __future__ import annotations
@@ -25,7 +29,37 @@ from pathlib import Path
 from benchmarks.common import ROOT, peak_rss_mb, print_table, write_json
 
 
-def one_size(size: int, max_steps: int) -> dict:
+def end_to_end(data, cfg, epochs: int, conn, stage) -> None:
+    """Train ``epochs`` epochs of the main model with the real loop (auto mode: what a run
+    at this size does), score every user and write their top-20 to the warehouse."""
+    import numpy as np
+    import pandas as pd
+
+    from recsys_dagster.core.fusion import top_k
+    from recsys_dagster.core.train import train
+
+    t0 = time.perf_counter()
+    run = replace(cfg, max_epochs=epochs, min_epochs=epochs, eval_every=epochs)
+    result = train(data, run, log=lambda m: print(f"    {m}", flush=True))
+    stage("e2e_train", t0, epochs=result.epochs_run, seconds_per_epoch=round(result.seconds_per_epoch, 1),
+          valid_ndcg10=round(result.best_valid["ndcg@10"], 4), test_ndcg10=round(result.test["ndcg@10"], 4))
+    t0 = time.perf_counter()
+    users, items = result.model.user_item_embeddings()
+    top, scores = top_k(lambda ub: users[ub] @ items.T, np.arange(data.n_users), data.train_csr, data.n_items, k=20)
+    stage("e2e_score", t0, users=data.n_users)
+    t0 = time.perf_counter()
+    recs = pd.DataFrame({"user_id": np.repeat(np.asarray(data.user_ids, dtype=str), top.shape[1]),
+                         "rank": np.tile(np.arange(1, top.shape[1] + 1, dtype=np.int32), len(top)),
+                         "item_id": np.asarray(data.item_ids, dtype=str)[top.reshape(-1)],
+                         "score": scores.reshape(-1).astype(np.float64)})
+    conn.register("recs", recs)
+    conn.execute("CREATE OR REPLACE TABLE growth_recommendations AS SELECT * FROM recs")
+    conn.unregister("recs")
+    rows = conn.execute("SELECT count(*) FROM growth_recommendations").fetchone()[0]
+    stage("e2e_write", t0, rows=int(rows))
+
+
+def one_size(size: int, max_steps: int, e2e_epochs: int = 0) -> dict:
     import duckdb
     import numpy as np
     import torch
@@ -79,7 +113,6 @@ def one_size(size: int, max_steps: int) -> dict:
     tables.item_text = (list(tables.item_ids), text / np.linalg.norm(text, axis=1, keepdims=True))
     cfg = TrainConfig(device="cpu")
     data = data_for_split(tables, make_split(tables, cfg), cfg)
-    conn.close()
     stage("graph", t0, kg_triples=len(kg.triples), train_edges=len(data.train_users))
 
     torch.manual_seed(cfg.seed)
@@ -113,6 +146,10 @@ def one_size(size: int, max_steps: int) -> dict:
     u_emb, i_emb = model.user_item_embeddings()
     top_k(lambda ub: u_emb[ub] @ i_emb.T, np.arange(data.n_users), data.train_csr, data.n_items, k=20)
     stage("score", t0, users=data.n_users, items=data.n_items)
+    del model, opt
+    if e2e_epochs:
+        end_to_end(data, cfg, e2e_epochs, conn, stage)
+    conn.close()
     return {"size": size, "stages": stages}
 
 
@@ -120,15 +157,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000, 2_000_000, 5_000_000, 10_000_000])
     parser.add_argument("--max-steps", type=int, default=30, help="BPR steps timed per size (epoch = batches x median)")
+    parser.add_argument("--e2e", type=int, default=0, metavar="SIZE",
+                        help="also train SIZE's main model for --epochs epochs, score and write every user's top-20")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--name", default="growth", help="results file name (benchmarks/results/NAME.json)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one_size(args.one, args.max_steps)))
+        print(json.dumps(one_size(args.one, args.max_steps, args.epochs if args.one == args.e2e else 0)))
         return
     results = []
     for size in args.sizes:
         out = subprocess.run([sys.executable, "-m", "benchmarks.bench_growth", "--one", str(size),
-                              "--max-steps", str(args.max_steps)], cwd=ROOT, capture_output=True, text=True)
+                              "--max-steps", str(args.max_steps), "--e2e", str(args.e2e), "--epochs", str(args.epochs)],
+                             cwd=ROOT, capture_output=True, text=True)
         print(out.stdout.rsplit("\n", 2)[0] if out.stdout else "", flush=True)
         if out.returncode != 0:
             raise SystemExit(f"size {size} failed:\n{out.stderr[-3000:]}")
@@ -148,7 +190,7 @@ def main() -> None:
             row[f"{mode} t/t(1M)"] = round(r["stages"][f"epoch_{mode}"]["epoch_s"] / ref, 2) if ref else "-"
     print_table(rows, "growth curve (2 layers, dim 64, BPR; epoch = steps x median step + attention refresh; full: "
                       "at most 40 steps, the batch grows; sampled: batch 2048, fan-out 10)")
-    write_json("growth", {"results": results})
+    write_json(args.name, {"results": results})
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         DatasetResource,
         ModelStoreResource,
         TextEncoderResource,
+        TrainingLauncherResource,
         WarehouseResource,
     )
     from recsys_dagster.defs.schedules import build_refresh_schedule
@@ -64,6 +65,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "dataset": dataset,
             "warehouse": WarehouseResource(database=settings.warehouse),
             "compute": ComputeResource(device=settings.device),
+            "launcher": TrainingLauncherResource.from_settings(settings),
             "model_store": ModelStoreResource(root=settings.models_dir),
             "text_encoder": TextEncoderResource(model=settings.text_model),
             # EnvVar: the UI's resource panel shows the variable's name, never a URI with credentials

@@ -25,6 +25,13 @@ variable                    meaning                                          def
 ``RECSYS_REFRESH_CRON``     cron of the ``daily_refresh`` schedule           ``0 3 * * *``
 ``RECSYS_TIMEZONE``         timezone of that cron (IANA name)                ``UTC``
 ``RECSYS_SENSOR_INTERVAL``  seconds between landing-sensor evaluations       ``30``
+``RECSYS_TRAIN_LAUNCHER``   where ``gnn_model`` trains: ``local`` (in the    ``local``
+                            run's process) or ``ray`` (a Ray job, DDP)
+``RECSYS_RAY_ADDRESS``      Ray dashboard (Jobs API) address                 ``http://127.0.0.1:8265``
+``RECSYS_RAY_WORKERS``      Ray Train workers                                ``2``
+``RECSYS_RAY_CPUS``         CPUs per worker                                  ``1``
+``RECSYS_RAY_GPUS``         GPUs per worker (> 0: NCCL on CUDA)              ``0``
+``RECSYS_RAY_PYTHON``       python on the cluster (has this project)         ``python``
 ==========================  ===============================================  ==========================
 """
 
@@ -39,6 +46,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from recsys_dagster.core.options import option
 
 SOURCES = ("dataset", "landing")
+LAUNCHERS = ("local", "ray")
 GRAINS = ("day", "week", "month")
 
 
@@ -61,12 +69,27 @@ class Settings:
     refresh_cron: str = "0 3 * * *"
     timezone: str = "UTC"
     sensor_interval_s: int = 30
+    launcher: str = option("local", "where gnn_model trains: local (this process) or ray (a Ray job through Dagster "
+                                    "Pipes: Ray Train DDP workers) (RECSYS_TRAIN_LAUNCHER)")
+    ray_address: str = option("http://127.0.0.1:8265", "Ray dashboard address for job submission (RECSYS_RAY_ADDRESS)")
+    ray_workers: int = option(2, "Ray Train workers; each trains on its share of every batch (RECSYS_RAY_WORKERS)")
+    ray_cpus_per_worker: float = option(1.0, "CPUs per Ray Train worker (RECSYS_RAY_CPUS)")
+    ray_gpus_per_worker: float = option(0.0, "GPUs per Ray Train worker; > 0 trains on CUDA with NCCL "
+                                             "(RECSYS_RAY_GPUS)")
+    ray_python: str = option("python", "python executable on the Ray cluster, with this project installed "
+                                       "(RECSYS_RAY_PYTHON)")
 
     def __post_init__(self):
         if self.source not in SOURCES:
             raise ValueError(f"RECSYS_SOURCE={self.source!r}: expected one of {list(SOURCES)}")
         if self.partition_grain not in GRAINS:
             raise ValueError(f"RECSYS_PARTITION_GRAIN={self.partition_grain!r}: expected one of {list(GRAINS)}")
+        if self.launcher not in LAUNCHERS:
+            raise ValueError(f"RECSYS_TRAIN_LAUNCHER={self.launcher!r}: expected one of {list(LAUNCHERS)}")
+        if self.ray_workers < 1 or self.ray_cpus_per_worker < 0 or self.ray_gpus_per_worker < 0:
+            raise ValueError(f"Ray workers must be >= 1 and CPUs/GPUs per worker >= 0 (RECSYS_RAY_WORKERS="
+                             f"{self.ray_workers}, RECSYS_RAY_CPUS={self.ray_cpus_per_worker}, "
+                             f"RECSYS_RAY_GPUS={self.ray_gpus_per_worker})")
         if self.partitions_end not in ("span", "open"):
             try:
                 dt.date.fromisoformat(self.partitions_end)
@@ -118,6 +141,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         refresh_cron=env.get("RECSYS_REFRESH_CRON") or "0 3 * * *",
         timezone=env.get("RECSYS_TIMEZONE") or "UTC",
         sensor_interval_s=_int(env, "RECSYS_SENSOR_INTERVAL", 30),
+        launcher=(env.get("RECSYS_TRAIN_LAUNCHER") or "local").strip().lower(),
+        ray_address=env.get("RECSYS_RAY_ADDRESS") or "http://127.0.0.1:8265",
+        ray_workers=_int(env, "RECSYS_RAY_WORKERS", 2),
+        ray_cpus_per_worker=_number(env, "RECSYS_RAY_CPUS", 1.0),
+        ray_gpus_per_worker=_number(env, "RECSYS_RAY_GPUS", 0.0),
+        ray_python=env.get("RECSYS_RAY_PYTHON") or "python",
     )
 
 
@@ -129,3 +158,13 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise ValueError(f"{name}={value!r}: expected an integer") from None
+
+
+def _number(env: dict[str, str], name: str, default: float) -> float:
+    value = env.get(name)
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected a number") from None

@@ -20,23 +20,26 @@ def local_ray():
 
 @pytest.mark.slow
 def test_two_workers_match_one_with_the_same_global_batch(tmp_path, local_ray):
-    from recsys_dagster.core.train import TrainConfig, load_weights
-    from recsys_dagster.core.train.distributed import train_on_ray
+    from recsys_dagster.core.train import TrainConfig
+    from recsys_dagster.core.train.distributed import result_from_job, train_on_ray, write_job
     from recsys_dagster.core.training_data import load_training_data
 
     settings, _ = synthetic_warehouse(tmp_path, "2024-01-04", n_users=80, n_items=50, n_interactions=1500, days=4,
                                       seed=3)
     cfg = TrainConfig(model="kgtextgnn", embedding_dim=16, batch_size=128, max_epochs=3, min_epochs=3, device="cpu",
                       loss="softmax", temperature=0.2, lr=5e-3)
-    one = train_on_ray(settings.warehouse, cfg, str(tmp_path / "w1" / "model.pt"), num_workers=1)
-    two = train_on_ray(settings.warehouse, cfg, str(tmp_path / "w2" / "model.pt"), num_workers=2)
+    data = load_training_data(settings.warehouse, cfg)
+    one = train_on_ray(write_job(tmp_path / "w1", data, cfg), num_workers=1)
+    two = train_on_ray(write_job(tmp_path / "w2", data, cfg), num_workers=2)
     assert one["world_size"] == 1 and two["world_size"] == 2
     a, b = np.array(one["step_losses"]), np.array(two["step_losses"])
     assert len(a) == len(b) > 3
     assert np.abs(a - b).max() <= 1e-5
     assert abs(one["best_valid"]["ndcg@10"] - two["best_valid"]["ndcg@10"]) <= 1e-3
-    model, _ = load_weights(tmp_path / "w2" / "model.pt", load_training_data(settings.warehouse, cfg))
-    assert model.num_users > 0
+    result = result_from_job(tmp_path / "w2", data, cfg)  # what gnn_model stores after a Ray job
+    assert result.model.num_users == data.n_users and len(result.history) == result.epochs_run == 3
+    assert result.best_valid == pytest.approx(two["best_valid"])
+    assert not (tmp_path / "w2" / "train_data.pkl").exists()
 
 
 def test_scoring_as_ray_tasks_equals_local_scoring(local_ray):
@@ -55,3 +58,33 @@ def test_scoring_as_ray_tasks_equals_local_scoring(local_ray):
     remote = top_k_on_ray(users.numpy(), items.numpy(), seen, k=20, users_per_task=300)
     np.testing.assert_array_equal(remote[0], local[0])
     np.testing.assert_allclose(remote[1], local[1], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_scale_check_trains_gnn_model_as_a_ray_job_on_a_two_node_loopback_cluster(tmp_path):
+    """`make scale-check` on a small synthetic dataset: the gnn_model asset launches a Ray job
+    through Dagster Pipes on a 2-node cluster (started and stopped by the check), with 2
+    workers and with 1; they must agree step for step."""
+    import json
+    import subprocess
+    import sys
+
+    from recsys_dagster.core.datasets.synthetic import generate
+    from tests.conftest import ROOT
+
+    folder = generate(tmp_path / "synthetic", n_users=80, n_items=50, n_interactions=1500, days=4, seed=3)
+    home = tmp_path / "home"
+    out = subprocess.run([sys.executable, "-m", "benchmarks.scale_check", "--dataset", str(folder), "--epochs", "2",
+                          "--keep", str(home), "--results", str(tmp_path / "results")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert last.startswith("scale-check: ok world_size=2 max_ndcg_diff=")
+    report = json.loads((tmp_path / "results" / "scale_check.json").read_text())
+    assert [r["world size"] for r in report["runs"]] == [2, 1] and report["max_step_loss_diff"] <= 1e-5
+    assert all(r["launcher"] == "ray" for r in report["runs"])
+    if report["isolated_network"]:
+        assert report["listeners_off_loopback"] == []
+    versions = [p for p in (home / "models" / "gnn_model").iterdir() if (p / "manifest.json").is_file()]
+    assert len(versions) == 2  # both Ray runs became model versions, as local runs do
+    assert not list((home / "models" / "gnn_model" / "ray_jobs").glob("*/train_data.pkl"))

@@ -33,10 +33,16 @@ def warm_start_parent(store: ModelStore, split_fingerprint: str, log: Callable[[
     return None
 
 
+#: Trains elsewhere (a Ray job): ``trainer(data, config, warm_start_weights, log) -> TrainResult``.
+Trainer = Callable[[object, object, dict | None, Callable[[str], None]], object]
+
+
 def fit_version(tables, config, store: ModelStore, warm_start: bool = False,
                 on_epoch: Callable[[dict], None] | None = None, log: Callable[[str], None] = print,
-                extra: dict | None = None) -> FitOutcome:
-    """Split, (warm-)train ``config.model`` with checkpoints under the store, save the version."""
+                extra: dict | None = None, trainer: Trainer | None = None) -> FitOutcome:
+    """Split, (warm-)train ``config.model`` with checkpoints under the store, save the version.
+    A ``trainer`` trains somewhere else instead (no checkpoint; its per-epoch records go to
+    ``on_epoch`` when it returns)."""
     import torch
 
     from recsys_dagster.core.train import train
@@ -49,8 +55,13 @@ def fit_version(tables, config, store: ModelStore, warm_start: bool = False,
     previous = torch.load(parent.weights, map_location="cpu", weights_only=True) if parent is not None else None
     if parent is not None:
         log(f"warm start from {parent.version}")
-    result = train(data, config, checkpoint_path=store.root / "checkpoint.pt", warm_start=previous,
-                   on_epoch=on_epoch, log=log)
+    if trainer is None:
+        result = train(data, config, checkpoint_path=store.root / "checkpoint.pt", warm_start=previous,
+                       on_epoch=on_epoch, log=log)
+    else:
+        result = trainer(data, config, previous, log)
+        for record in result.history if on_epoch is not None else ():
+            on_epoch(record)
     version = store.save(result, data, split.train, {**spec.as_dict(), "fingerprint": spec.fingerprint},
                          parent=parent.version if parent is not None else None,
                          extra={"split_sizes": split.sizes(), **(extra or {})})

@@ -82,6 +82,25 @@ class ModelStoreResource(dg.ConfigurableResource):
         return ModelStore(self.root)
 
 
+class _LauncherBase(dg.ConfigurableResource):
+    def ray_options(self) -> dict:
+        """Keyword arguments of :func:`~recsys_dagster.core.train.distributed.train_on_ray`."""
+        return {"num_workers": self.ray_workers, "cpus_per_worker": self.ray_cpus_per_worker,
+                "gpus_per_worker": self.ray_gpus_per_worker}
+
+    @classmethod
+    def from_settings(cls, s: Settings):
+        return cls(**{name: getattr(s, name) for name in cls.model_fields})
+
+
+#: Where ``gnn_model`` trains: the launcher fields of :class:`~recsys_dagster.settings.Settings`
+#: (``local``, or ``ray``: a Ray job through Dagster Pipes with Ray Train workers).
+TrainingLauncherResource = derive_config(
+    "TrainingLauncherResource", "Where gnn_model trains: local, or a Ray job (see recsys_dagster.settings).",
+    config_fields(Settings, include=("launcher", "ray_address", "ray_workers", "ray_cpus_per_worker",
+                                     "ray_gpus_per_worker", "ray_python")), base=_LauncherBase)
+
+
 class ComputeResource(dg.ConfigurableResource):
     """Where tensors live: ``auto`` picks CUDA when available (set RECSYS_DEVICE to force)."""
 

@@ -131,11 +131,11 @@ def evaluate(model, data, split: str = "valid", ks=(10, 20), device: str = "cpu"
     return full_ranking(lambda ub: users[ub] @ items.T, truth, exclude, data.n_items, ks=ks, device=device)
 
 
-def _all_sum(value: float) -> float:
+def _all_sum(value: float, device: str = "cpu") -> float:
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device=device)  # NCCL reduces CUDA tensors only
     dist.all_reduce(t)
     return float(t)
 
@@ -220,7 +220,7 @@ def train(
                             gen if size == 1 else sampler_gen, use_amp, sampler, forward,
                             scale=(hi - lo) * size / (e - s)) * (hi - lo)
             if size > 1:
-                loss = _all_sum(loss)
+                loss = _all_sum(loss, device)
             total += loss
             if on_step is not None:
                 on_step(step, loss / (e - s))

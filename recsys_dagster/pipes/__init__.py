@@ -1,0 +1,1 @@
+"""Code that runs outside the Dagster process and talks to it through Dagster Pipes."""
