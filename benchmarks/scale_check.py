@@ -2,14 +2,15 @@
 2-node Ray cluster bound to loopback, with 2 workers and with 1, must follow the same
 optimisation step for step.
 
-1. Builds a warehouse in a temporary home (ingestion of every partition, knowledge graph,
-   item text embeddings) for the dataset (default: ML-100K from RECSYS_DATA_DIR).
-2. Starts a Ray head and a second node (``ray start``, ``--node-ip-address=127.0.0.1``,
+1. Starts a Ray head and a second node (``ray start``, ``--node-ip-address=127.0.0.1``,
    1 CPU each, dashboard on 127.0.0.1). Run as root, the whole check re-executes itself in
    fresh network and PID namespaces (``unshare``): the only interface is loopback, so no
    Ray port can listen anywhere else, and every process it started dies with it. Without
    that right, Ray's own agents bind some ports on the machine's address (a warning says so).
-3. Materializes ``gnn_model`` with ``RECSYS_TRAIN_LAUNCHER=ray`` and 2 workers, then 1 worker
+2. Builds a warehouse in a temporary home (ingestion of every partition, knowledge graph,
+   item text embeddings — encoded by Ray tasks in a Ray job, checked against a local
+   encoding) for the dataset (default: ML-100K from RECSYS_DATA_DIR).
+3. Materializes ``gnn_model`` with ``RECSYS_LAUNCHER=ray`` and 2 workers, then 1 worker
    (same config, seed and global batch), and compares the per-step global losses and the
    final validation NDCG@10 (targets: ≤ 1e-5 and ≤ 1e-3).
 4. Stops the cluster. The last line is ``scale-check: ok world_size=2 max_ndcg_diff=<x>``;
@@ -24,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -35,7 +37,7 @@ from pathlib import Path
 from benchmarks.common import print_table, write_json
 
 NETNS_FLAG = "RECSYS_SCALE_CHECK_ISOLATED"
-LOSS_TOL, NDCG_TOL = 1e-5, 1e-3
+LOSS_TOL, NDCG_TOL, TEXT_TOL = 1e-5, 1e-3, 1e-5
 
 
 def isolate(argv: list[str]) -> None:
@@ -78,8 +80,12 @@ class LoopbackRayCluster:
         self.nodes, self.cpus = nodes, cpus
         self.port, self.dashboard_port = free_port(), free_port()
         self.temp = tempfile.mkdtemp(prefix="rsc-", dir="/tmp")  # short: Ray's socket paths have a length limit
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
-                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        # token authentication with a token of this cluster's own (not ~/.ray/auth_token, which
+        # a local ray.init may have written); this process and its children (the Dagster side's
+        # job client, the nodes, the jobs) all carry it
+        os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+                           "RAY_USAGE_STATS_ENABLED": "0"})
+        self.env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     @property
     def dashboard(self) -> str:
@@ -147,6 +153,22 @@ def build_warehouse(settings) -> None:
         job.execute_in_process(asset_selection=keys_sel, tags=tags, instance=instance)
 
 
+def text_vectors_match_local(settings) -> float:
+    """Largest difference between the item vectors the Ray tasks wrote and a local encoding."""
+    import duckdb
+    import numpy as np
+
+    from recsys_dagster.core.text import EncoderConfig, TextEncoder
+
+    conn = duckdb.connect(settings.warehouse, read_only=True)
+    try:
+        rows = conn.execute("SELECT text, embedding FROM item_text_embeddings ORDER BY item_id").fetchall()
+    finally:
+        conn.close()
+    local = TextEncoder(EncoderConfig(model=settings.text_model, device="cpu")).encode([r[0] for r in rows])
+    return float(np.abs(np.asarray([r[1] for r in rows], dtype=np.float32) - local).max())
+
+
 def train_on_cluster(settings, workers: int, epochs: int) -> dict:
     """Materialize gnn_model with the ray launcher and ``workers`` workers; its metadata."""
     import dagster as dg
@@ -178,12 +200,8 @@ def main() -> None:
 
     home = Path(args.keep or tempfile.mkdtemp(prefix="scale-check-"))
     settings = load_settings({**os.environ, "RECSYS_DATASET": args.dataset, "RECSYS_HOME": str(home),
-                              "RECSYS_WAREHOUSE": str(home / "warehouse.duckdb"), "RECSYS_TRAIN_LAUNCHER": "ray",
+                              "RECSYS_WAREHOUSE": str(home / "warehouse.duckdb"), "RECSYS_LAUNCHER": "ray",
                               "RECSYS_RAY_PYTHON": sys.executable, "RECSYS_DEVICE": "cpu"})
-    t0 = time.perf_counter()
-    print(f"scale-check: building the warehouse for {args.dataset} in {home}", flush=True)
-    build_warehouse(settings)
-    t_build = time.perf_counter() - t0
     cluster = LoopbackRayCluster()
     try:
         cluster.start()
@@ -194,6 +212,13 @@ def main() -> None:
         if leaks:
             print(f"scale-check: WARNING listeners off loopback: {leaks} (run as root to isolate)", flush=True)
         settings = dataclasses.replace(settings, ray_address=cluster.dashboard)
+        t0 = time.perf_counter()
+        print(f"scale-check: building the warehouse for {args.dataset} in {home} (item texts encoded by Ray tasks)",
+              flush=True)
+        build_warehouse(settings)
+        t_build = time.perf_counter() - t0
+        text_diff = text_vectors_match_local(settings)
+        print(f"scale-check: item text vectors from Ray tasks vs local encoding: max |diff| {text_diff:.2g}", flush=True)
         runs = {}
         for workers in (2, 1):
             t = time.perf_counter()
@@ -211,7 +236,8 @@ def main() -> None:
     same_steps = len(a["step_losses"]) == len(b["step_losses"]) > 0
     loss_diff = max((abs(x - y) for x, y in zip(a["step_losses"], b["step_losses"], strict=False)), default=float("inf"))
     ndcg_diff = abs(a["best_valid"]["ndcg@10"] - b["best_valid"]["ndcg@10"])
-    ok = same_steps and loss_diff <= LOSS_TOL and ndcg_diff <= NDCG_TOL and a["world_size"] == 2 == b["world_size"] * 2
+    ok = (same_steps and loss_diff <= LOSS_TOL and ndcg_diff <= NDCG_TOL and a["world_size"] == 2 == b["world_size"] * 2
+          and text_diff <= TEXT_TOL)
     rows = [{"workers": w, "world size": r["result"]["world_size"], "steps": len(r["result"]["step_losses"]),
              "epochs": r["result"]["epochs_run"], "valid ndcg@10": r["result"]["best_valid"]["ndcg@10"],
              "test ndcg@10": r["result"]["test"]["ndcg@10"], "gnn_model s": round(r["seconds"], 1),
@@ -219,6 +245,7 @@ def main() -> None:
     print_table(rows, f"gnn_model as a Ray job on a 2-node loopback cluster ({args.dataset}, {args.epochs} epochs)")
     write_json("scale_check", {"dataset": args.dataset, "epochs": args.epochs, "isolated_network": isolated,
                                "listeners_off_loopback": leaks, "warehouse_s": round(t_build, 1), "runs": rows,
+                               "text_max_abs_diff": text_diff,
                                "max_step_loss_diff": loss_diff, "ndcg_diff": ndcg_diff, "ok": ok}, folder=args.results)
     print(f"max per-step loss difference {loss_diff:.3g} (≤ {LOSS_TOL:g}), same steps {same_steps}")
     print(f"scale-check: {'ok' if ok else 'FAILED'} world_size=2 max_ndcg_diff={ndcg_diff:.3g}")

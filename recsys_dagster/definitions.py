@@ -30,9 +30,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from recsys_dagster.defs.resources import (
         ComputeResource,
         DatasetResource,
+        LauncherResource,
         ModelStoreResource,
         TextEncoderResource,
-        TrainingLauncherResource,
         WarehouseResource,
     )
     from recsys_dagster.defs.schedules import build_refresh_schedule
@@ -65,7 +65,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "dataset": dataset,
             "warehouse": WarehouseResource(database=settings.warehouse),
             "compute": ComputeResource(device=settings.device),
-            "launcher": TrainingLauncherResource.from_settings(settings),
+            "launcher": LauncherResource.from_settings(settings),
             "model_store": ModelStoreResource(root=settings.models_dir),
             "text_encoder": TextEncoderResource(model=settings.text_model),
             # EnvVar: the UI's resource panel shows the variable's name, never a URI with credentials

@@ -25,8 +25,9 @@ variable                    meaning                                          def
 ``RECSYS_REFRESH_CRON``     cron of the ``daily_refresh`` schedule           ``0 3 * * *``
 ``RECSYS_TIMEZONE``         timezone of that cron (IANA name)                ``UTC``
 ``RECSYS_SENSOR_INTERVAL``  seconds between landing-sensor evaluations       ``30``
-``RECSYS_TRAIN_LAUNCHER``   where ``gnn_model`` trains: ``local`` (in the    ``local``
-                            run's process) or ``ray`` (a Ray job, DDP)
+``RECSYS_LAUNCHER``         where training, text encoding and scoring run:   ``local``
+                            ``local`` (the run's process) or ``ray`` (Ray
+                            jobs: Ray Train DDP workers, Ray tasks)
 ``RECSYS_RAY_ADDRESS``      Ray dashboard (Jobs API) address                 ``http://127.0.0.1:8265``
 ``RECSYS_RAY_WORKERS``      Ray Train workers                                ``2``
 ``RECSYS_RAY_CPUS``         CPUs per worker                                  ``1``
@@ -69,8 +70,9 @@ class Settings:
     refresh_cron: str = "0 3 * * *"
     timezone: str = "UTC"
     sensor_interval_s: int = 30
-    launcher: str = option("local", "where gnn_model trains: local (this process) or ray (a Ray job through Dagster "
-                                    "Pipes: Ray Train DDP workers) (RECSYS_TRAIN_LAUNCHER)")
+    launcher: str = option("local", "where gnn_model training, item text encoding and scoring of every user run: "
+                                    "local (the run's process) or ray (Ray jobs through Dagster Pipes: Ray Train "
+                                    "DDP workers, Ray tasks) (RECSYS_LAUNCHER)")
     ray_address: str = option("http://127.0.0.1:8265", "Ray dashboard address for job submission (RECSYS_RAY_ADDRESS)")
     ray_workers: int = option(2, "Ray Train workers; each trains on its share of every batch (RECSYS_RAY_WORKERS)")
     ray_cpus_per_worker: float = option(1.0, "CPUs per Ray Train worker (RECSYS_RAY_CPUS)")
@@ -85,7 +87,7 @@ class Settings:
         if self.partition_grain not in GRAINS:
             raise ValueError(f"RECSYS_PARTITION_GRAIN={self.partition_grain!r}: expected one of {list(GRAINS)}")
         if self.launcher not in LAUNCHERS:
-            raise ValueError(f"RECSYS_TRAIN_LAUNCHER={self.launcher!r}: expected one of {list(LAUNCHERS)}")
+            raise ValueError(f"RECSYS_LAUNCHER={self.launcher!r}: expected one of {list(LAUNCHERS)}")
         if self.ray_workers < 1 or self.ray_cpus_per_worker < 0 or self.ray_gpus_per_worker < 0:
             raise ValueError(f"Ray workers must be >= 1 and CPUs/GPUs per worker >= 0 (RECSYS_RAY_WORKERS="
                              f"{self.ray_workers}, RECSYS_RAY_CPUS={self.ray_cpus_per_worker}, "
@@ -141,7 +143,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         refresh_cron=env.get("RECSYS_REFRESH_CRON") or "0 3 * * *",
         timezone=env.get("RECSYS_TIMEZONE") or "UTC",
         sensor_interval_s=_int(env, "RECSYS_SENSOR_INTERVAL", 30),
-        launcher=(env.get("RECSYS_TRAIN_LAUNCHER") or "local").strip().lower(),
+        launcher=(env.get("RECSYS_LAUNCHER") or "local").strip().lower(),
         ray_address=env.get("RECSYS_RAY_ADDRESS") or "http://127.0.0.1:8265",
         ray_workers=_int(env, "RECSYS_RAY_WORKERS", 2),
         ray_cpus_per_worker=_number(env, "RECSYS_RAY_CPUS", 1.0),

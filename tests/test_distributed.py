@@ -42,22 +42,64 @@ def test_two_workers_match_one_with_the_same_global_batch(tmp_path, local_ray):
     assert not (tmp_path / "w2" / "train_data.pkl").exists()
 
 
-def test_scoring_as_ray_tasks_equals_local_scoring(local_ray):
+def _through_a_ray_job_folder(tmp_path):
+    """``run(fn, shared, blocks)`` as the Ray job does it: job files written, the map run as
+    Ray tasks, results read back (what ``LauncherResource.map_blocks`` does around Pipes)."""
+    from recsys_dagster.core.parallel import read_map_results, run_map_job, write_map_job
+
+    def run(fn, shared, blocks):
+        job = write_map_job(tmp_path / f"job{len(list(tmp_path.iterdir()))}", fn, shared, blocks)
+        assert run_map_job(job) == len(blocks)
+        return read_map_results(job["job_dir"])
+
+    return run
+
+
+def test_scoring_every_user_as_ray_tasks_equals_local_scoring(tmp_path, local_ray):
+    """The production scorer (GNN + text + EASE fusion) scored in blocks by Ray tasks gives
+    the same lists as one local top-K."""
     import torch
 
-    from recsys_dagster.core.fusion import top_k
-    from recsys_dagster.core.metrics import to_csr
-    from recsys_dagster.core.train.distributed import top_k_on_ray
+    from recsys_dagster.core.baselines import EASE
+    from recsys_dagster.core.fusion import FusionWeights, top_k
+    from recsys_dagster.core.models import build_model
+    from recsys_dagster.core.parallel import block_top_k
+    from recsys_dagster.core.recommend import build_scorer
+    from recsys_dagster.core.train import TrainConfig
+    from recsys_dagster.core.training_data import load_training_data
 
-    g = torch.Generator().manual_seed(0)
-    users, items = torch.randn(1000, 16, generator=g), torch.randn(300, 16, generator=g)
-    rows = torch.randint(0, 1000, (5000,), generator=g).numpy()
-    cols = torch.randint(0, 300, (5000,), generator=g).numpy()
-    seen = to_csr(rows, cols, 1000)
-    local = top_k(lambda ub: users[ub] @ items.T, np.arange(1000), seen, 300, 20)
-    remote = top_k_on_ray(users.numpy(), items.numpy(), seen, k=20, users_per_task=300)
+    settings, _ = synthetic_warehouse(tmp_path, "2024-01-04", n_users=70, n_items=45, n_interactions=1200, days=4,
+                                      seed=4)
+    cfg = TrainConfig(embedding_dim=16, device="cpu")
+    data = load_training_data(settings.warehouse, cfg)
+    torch.manual_seed(0)
+    model = build_model("kgtextgnn", data, 16)
+    scorer = build_scorer(model, data, FusionWeights(1.0, 0.5, gamma=0.7), EASE(data.train_csr, data.n_items, 50.0))
+    users = np.arange(data.n_users)
+    local = top_k(scorer, users, data.train_csr, data.n_items, 10)
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    remote = block_top_k(_through_a_ray_job_folder(jobs), per_block=16, min_blocks=2)(
+        scorer, users, data.train_csr, data.n_items, 10)
+    assert remote[0].shape == (data.n_users, 10)
     np.testing.assert_array_equal(remote[0], local[0])
     np.testing.assert_allclose(remote[1], local[1], rtol=1e-6)
+    assert not any(jobs.rglob("*.pkl"))  # the job files are removed once read
+
+
+def test_item_text_encoding_as_ray_tasks_equals_local_encoding(tmp_path, local_ray):
+    from recsys_dagster.core.parallel import BlockEncoder
+    from recsys_dagster.core.text import EncoderConfig, TextEncoder
+
+    texts = [f"Item {i}. {g}. A story about {w} and {v}." for i, (g, w, v) in enumerate(
+        (g, w, v) for g in ("Drama", "Comedy", "Science fiction") for w in ("ships", "love", "a long winter")
+        for v in ("friends", "the sea", "an old map"))]
+    local = TextEncoder(EncoderConfig(device="cpu"))
+    remote = BlockEncoder(local, _through_a_ray_job_folder(tmp_path), per_block=10, min_blocks=2)
+    assert remote.model_id == local.model_id  # one embedding cache for both ways
+    a, b = local.encode(texts), remote.encode(texts)
+    assert b.shape == a.shape == (len(texts), local.dim)
+    np.testing.assert_allclose(b, a, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -136,12 +136,13 @@ def production_explainer(prod: Production, tables, titles: pd.Series | None, ver
 
 
 def recommend_all(scorer: FusedScorer, data, explainer: Explainer, k: int = 20, model_version: str = "",
-                  generated_at=None, batch_size: int = 1024) -> pd.DataFrame:
-    """Top-``k`` unseen items for every user with a reason and its evidence (JSON)."""
+                  generated_at=None, batch_size: int = 1024, top_k_fn=top_k) -> pd.DataFrame:
+    """Top-``k`` unseen items for every user with a reason and its evidence (JSON);
+    ``top_k_fn`` may score elsewhere (:func:`recsys_dagster.core.parallel.block_top_k`)."""
     import torch
 
     users = np.arange(data.n_users)
-    items, scores = top_k(scorer, users, data.train_csr, data.n_items, k, batch_size)
+    items, scores = top_k_fn(scorer, users, data.train_csr, data.n_items, k, batch_size)
     frames = []
     for s in range(0, len(users), batch_size):
         ub = torch.as_tensor(users[s: s + batch_size])
@@ -253,14 +254,15 @@ class Recommendations:
 
 
 def production_recommendations(tables, titles: pd.Series, version, config: RecommendConfig, user_vectors=None,
-                               device: str = "cpu", verbs: Verbs | None = None) -> Recommendations:
+                               device: str = "cpu", verbs: Verbs | None = None, top_k_fn=top_k) -> Recommendations:
     """Top-``config.k`` recommendations with reasons for every user from a published model
-    version (see :func:`load_production_scorer`); ``verbs`` from the dataset."""
+    version (see :func:`load_production_scorer`); ``verbs`` from the dataset; ``top_k_fn``
+    as in :func:`recommend_all`."""
     prod = load_production_scorer(
         tables, version, {"alpha": config.alpha, "beta": config.beta, "gamma": config.gamma}, config.cold_user_threshold,
         device, user_vectors)
     explainer = production_explainer(prod, tables, titles, verbs)
-    frame = recommend_all(prod.scorer, prod.data, explainer, config.k, version.version)
+    frame = recommend_all(prod.scorer, prod.data, explainer, config.k, version.version, top_k_fn=top_k_fn)
     data = prod.data
     served = user_vectors is not None and data.user_text is not None and version.manifest["config"].get("min_rating") is None
     missing = int((~np.isin(data.user_ids, user_vectors[0])).sum()) if served else data.n_users

@@ -11,6 +11,7 @@ from recsys_dagster.core import warehouse as wh
 from recsys_dagster.defs.resources import (
     WAREHOUSE_POOL,
     ComputeResource,
+    LauncherResource,
     TextEncoderResource,
     WarehouseResource,
 )
@@ -53,15 +54,21 @@ def item_embedding_metadata(emb, items: pd.DataFrame, n_queries: int = 4) -> dic
           deps=["items"])
 def item_text_embeddings(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, text_encoder: TextEncoderResource,
-    compute: ComputeResource,
+    compute: ComputeResource, launcher: LauncherResource,
 ) -> dg.MaterializeResult:
     """One L2-normalized transformer embedding per item of ``Title. Genres. Tags.
     Description``. Vectors are cached by (model id, sha256 of the exact text): a
-    re-materialization encodes only new or changed texts."""
+    re-materialization encodes only new or changed texts. With the ``ray`` launcher the
+    texts to encode go to Ray tasks (blocks of ~2,000, at least one per worker) in a Ray job."""
+    from recsys_dagster.core.parallel import BlockEncoder
     from recsys_dagster.core.text import embed_items
 
     t0 = time.perf_counter()
-    encoder = text_encoder.get(compute.resolve())
+    encoder = text_encoder.get("auto" if launcher.on_ray else compute.resolve())
+    if launcher.on_ray:  # the workers pick their own device
+        encoder = BlockEncoder(encoder, lambda fn, shared, blocks: launcher.map_blocks(
+            context, launcher.job_dir(context, "item_text_embeddings"), fn, shared, blocks),
+            per_block=2000, min_blocks=launcher.ray_workers)
     with warehouse.get_connection() as conn:
         items = wh.read_table(conn, "items")
         emb = embed_items(conn, encoder, items)

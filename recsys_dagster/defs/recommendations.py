@@ -12,6 +12,7 @@ from recsys_dagster.defs.resources import (
     WAREHOUSE_POOL,
     ComputeResource,
     DatasetResource,
+    LauncherResource,
     ModelStoreResource,
     WarehouseResource,
 )
@@ -26,7 +27,8 @@ RecommendationConfig = derive_config("RecommendationConfig", "Launchpad config o
                 "item_text_embeddings", "items"])
 def fused_recommendations(context: dg.AssetExecutionContext, config: RecommendationConfig,
                           warehouse: WarehouseResource, model_store: ModelStoreResource,
-                          compute: ComputeResource, dataset: DatasetResource) -> dg.MaterializeResult:
+                          compute: ComputeResource, dataset: DatasetResource,
+                          launcher: LauncherResource) -> dg.MaterializeResult:
     """Top-K unseen items per user from the *published* model version (the newest one that
     passed the evaluation gate; a version that failed it is never served):
     ``α·z(GNN) + β·z(text) + γ·z(EASE)`` with β, γ tuned on validation (stored with the
@@ -35,9 +37,12 @@ def fused_recommendations(context: dg.AssetExecutionContext, config: Recommendat
     row has a reason naming the largest contributor to its score (a history item, with the
     KG path of highest attention to it; a user attribute; the user's overall taste;
     popularity) and that evidence as JSON (``core.explain``). Rewriting a model version
-    replaces its rows."""
+    replaces its rows. With the ``ray`` launcher every user's top-K is scored by Ray tasks
+    (blocks of ~4,096 users) in a Ray job; the reasons are computed here."""
     from recsys_dagster.core.explain import Verbs
+    from recsys_dagster.core.fusion import top_k
     from recsys_dagster.core.model_store import ModelStoreError
+    from recsys_dagster.core.parallel import block_top_k
     from recsys_dagster.core.recommend import production_recommendations
     from recsys_dagster.core.training_data import read_tables
 
@@ -52,8 +57,12 @@ def fused_recommendations(context: dg.AssetExecutionContext, config: Recommendat
         vectors = wh.read_embeddings(conn, "user_behavior_embeddings", "user_id") \
             if wh.table_exists(conn, "user_behavior_embeddings") else None
     source = dataset.open()
+    scoring = block_top_k(lambda fn, shared, blocks: launcher.map_blocks(
+        context, launcher.job_dir(context, "fused_recommendations"), fn, shared, blocks),
+        min_blocks=launcher.ray_workers) if launcher.on_ray else top_k
     recs = production_recommendations(tables, titles, version, RecommendConfig(**core_values(config, RecommendConfig)),
-                                      vectors, compute.resolve(), Verbs(source.verb, source.verb_positive))
+                                      vectors, "cpu" if launcher.on_ray else compute.resolve(),
+                                      Verbs(source.verb, source.verb_positive), top_k_fn=scoring)
     with warehouse.get_connection() as conn:
         wh.write(conn, "fused_recommendations", recs.frame, model_version=version.version)
     summary = recs.summary(titles)

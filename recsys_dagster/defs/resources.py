@@ -83,22 +83,57 @@ class ModelStoreResource(dg.ConfigurableResource):
 
 
 class _LauncherBase(dg.ConfigurableResource):
+    @property
+    def on_ray(self) -> bool:
+        return self.launcher == "ray"
+
     def ray_options(self) -> dict:
         """Keyword arguments of :func:`~recsys_dagster.core.train.distributed.train_on_ray`."""
         return {"num_workers": self.ray_workers, "cpus_per_worker": self.ray_cpus_per_worker,
                 "gpus_per_worker": self.ray_gpus_per_worker}
 
+    def submit(self, context, module: str, extras: dict) -> dict:
+        """Run ``python -m module`` as a Ray job through Dagster Pipes (dagster-ray's
+        ``PipesRayJobClient``, Jobs API at ``ray_address``); blocks until it ends (a failed
+        job raises with its message) and returns the metadata the job reported."""
+        from dagster_ray import PipesRayJobClient
+
+        client = PipesRayJobClient(address=self.ray_address, poll_interval=1.0)
+        invocation = client.run(context=context, extras=extras,
+                                submit_job_params={"entrypoint": f"{self.ray_python} -m {module}",
+                                                   "entrypoint_num_cpus": 0})
+        return dict(invocation.get_materialize_result().metadata)
+
+    def map_blocks(self, context, job_dir, fn: str, shared, blocks) -> list:
+        """``[fn(shared, b) for b in blocks]`` (:mod:`recsys_dagster.core.parallel`): in this
+        process, or with the ``ray`` launcher as Ray tasks in a Ray job (same results)."""
+        from recsys_dagster.core.parallel import map_blocks, read_map_results, write_map_job
+
+        if not self.on_ray:
+            return map_blocks(fn, shared, blocks)
+        job = write_map_job(job_dir, fn, shared, blocks)
+        self.submit(context, "recsys_dagster.pipes.ray_tasks", {"job": job})
+        return read_map_results(job_dir)
+
+    def job_dir(self, context, name: str) -> Path:
+        """The folder of one Ray job of this run (under ``jobs_dir``)."""
+        return Path(self.jobs_dir) / context.run.run_id / name
+
     @classmethod
     def from_settings(cls, s: Settings):
-        return cls(**{name: getattr(s, name) for name in cls.model_fields})
+        return cls(jobs_dir=str(Path(s.home) / "ray_jobs"),
+                   **{name: getattr(s, name) for name in cls.model_fields if name != "jobs_dir"})
 
 
-#: Where ``gnn_model`` trains: the launcher fields of :class:`~recsys_dagster.settings.Settings`
-#: (``local``, or ``ray``: a Ray job through Dagster Pipes with Ray Train workers).
-TrainingLauncherResource = derive_config(
-    "TrainingLauncherResource", "Where gnn_model trains: local, or a Ray job (see recsys_dagster.settings).",
+#: Where the heavy steps run — ``gnn_model`` training, item text encoding, scoring every
+#: user: the launcher fields of :class:`~recsys_dagster.settings.Settings` (``local``, or
+#: ``ray``: Ray jobs through Dagster Pipes, Ray Train workers and Ray tasks).
+LauncherResource = derive_config(
+    "LauncherResource", "Where training, encoding and scoring run: local, or Ray jobs (see recsys_dagster.settings).",
     config_fields(Settings, include=("launcher", "ray_address", "ray_workers", "ray_cpus_per_worker",
-                                     "ray_gpus_per_worker", "ray_python")), base=_LauncherBase)
+                                     "ray_gpus_per_worker", "ray_python")), base=_LauncherBase,
+    jobs_dir=(str, Field(default="data/ray_jobs", description="folder of the Ray jobs' files (shared storage on a "
+                                                               "multi-node cluster)")))
 
 
 class ComputeResource(dg.ConfigurableResource):

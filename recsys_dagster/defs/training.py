@@ -11,8 +11,8 @@ from recsys_dagster.defs.config import config_fields, core_values, derive_config
 from recsys_dagster.defs.mlflow_resource import MLflowResource
 from recsys_dagster.defs.resources import (
     ComputeResource,
+    LauncherResource,
     ModelStoreResource,
-    TrainingLauncherResource,
     WarehouseResource,
 )
 
@@ -66,24 +66,18 @@ def training_metadata(fit, config: TrainConfig) -> dict:
     }
 
 
-def ray_trainer(context: dg.AssetExecutionContext, launcher: TrainingLauncherResource, job_dir, reported: dict):
+def ray_trainer(context: dg.AssetExecutionContext, launcher: LauncherResource, job_dir, reported: dict):
     """A :data:`~recsys_dagster.core.fit.Trainer` that trains in a Ray job launched through
     Dagster Pipes (dagster-ray's ``PipesRayJobClient``: Jobs API at ``launcher.ray_address``);
     the job's Pipes metadata lands in ``reported``."""
 
     def run(data, config, warm_start, log):
-        from dagster_ray import PipesRayJobClient
-
         from recsys_dagster.core.train.distributed import result_from_job, write_job
 
         job = write_job(job_dir, data, config, warm_start)
         log(f"launching Ray job at {launcher.ray_address}: {launcher.ray_workers} worker(s)")
-        client = PipesRayJobClient(address=launcher.ray_address, poll_interval=1.0)
-        invocation = client.run(context=context, extras={"job": job, "ray": launcher.ray_options()},
-                                submit_job_params={"entrypoint": f"{launcher.ray_python} -m "
-                                                                 "recsys_dagster.pipes.ray_training",
-                                                   "entrypoint_num_cpus": 0})
-        reported.update(invocation.get_materialize_result().metadata)
+        reported.update(launcher.submit(context, "recsys_dagster.pipes.ray_training",
+                                        {"job": job, "ray": launcher.ray_options()}))
         return result_from_job(job_dir, data, config)
 
     return run
@@ -94,14 +88,14 @@ def ray_trainer(context: dg.AssetExecutionContext, launcher: TrainingLauncherRes
                 "knowledge_graph", "item_text_embeddings", "model_hyperparameters"])
 def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: WarehouseResource,
               compute: ComputeResource, mlflow_tracking: MLflowResource, model_store: ModelStoreResource,
-              launcher: TrainingLauncherResource) -> dg.MaterializeResult:
+              launcher: LauncherResource) -> dg.MaterializeResult:
     """User and item embeddings from the main model (KGTextGNN: id + text projections,
     relation-aware attention over the knowledge graph, LightGCN-style propagation) trained
     with BPR on the protocol-A training split (a seeded hash of each pair: stable as data
     grows), early-stopped on validation NDCG@10. Each run is a new version in the model
     store (weights, training pairs, split fingerprint, warm-start parent); a killed run
     resumes from its checkpoint; one MLflow run per materialization. With the ``ray``
-    launcher (RECSYS_TRAIN_LAUNCHER) it trains as a Ray job through Dagster Pipes: Ray Train
+    launcher (RECSYS_LAUNCHER) it trains as a Ray job through Dagster Pipes: Ray Train
     DDP workers, each on its share of every batch; the version, MLflow run and metadata come
     back the same (plus the job's ``ray_*`` metadata)."""
     from recsys_dagster.core.fit import fit_version
@@ -109,13 +103,13 @@ def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehou
     from recsys_dagster.core.tuning import resolve
 
     t0, reported = time.perf_counter(), {}
-    ray = launcher.launcher == "ray"
+    ray = launcher.on_ray
     device = ("cuda" if launcher.ray_gpus_per_worker > 0 else "cpu") if ray else compute.resolve()
     with warehouse.get_connection() as conn:
         train_config = config.to_train_config(device, resolve(wh.read_table(conn, "model_hyperparameters")))
         tables = read_tables(conn, window_days=train_config.window_days)
     store = model_store.store()
-    trainer = ray_trainer(context, launcher, store.root / "ray_jobs" / context.run.run_id, reported) if ray else None
+    trainer = ray_trainer(context, launcher, launcher.job_dir(context, "gnn_model"), reported) if ray else None
     with mlflow_tracking.training_run(context, train_config, config.warm_start) as tracking:
         fit = fit_version(tables, train_config, store, config.warm_start, log=context.log.info,
                           on_epoch=tracking.log_epoch, extra={**tracking.ids, "launcher": launcher.launcher},

@@ -7,7 +7,7 @@ gradients, so N workers follow one worker with the same global batch step for st
 (:func:`recsys_dagster.core.train.loop.train`, ``world``). Worker 0 writes the weights and
 reports the metrics and per-step losses.
 
-:func:`top_k_on_ray` scores every user in blocks as Ray tasks.
+Scoring every user and encoding item texts as Ray tasks: :mod:`recsys_dagster.core.parallel`.
 
 Ray is an optional dependency (``pip install -e '.[ray]'``); nothing here imports it until
 :func:`train_on_ray` runs.
@@ -109,33 +109,4 @@ def result_from_job(job_dir: str | Path, data, config: TrainConfig) -> TrainResu
                        out["epochs_run"], None, out["seconds_per_epoch"], out["stopped_by"])
 
 
-def _top_k_block(users, items, exclude, start: int, k: int):
-    """One Ray task of :func:`top_k_on_ray`: the users ``start .. start + len(users)``."""
-    import numpy as np
-    import torch
-
-    from recsys_dagster.core.fusion import top_k
-
-    u, i = torch.as_tensor(users), torch.as_tensor(items)
-    return top_k(lambda ub: u[ub - start] @ i.T, np.arange(start, start + len(u)), exclude, i.shape[0], k)
-
-
-def top_k_on_ray(user_emb, item_emb, exclude_csr, k: int = 20, users_per_task: int = 4096):
-    """Top-``k`` items of every user (dot-product scores, ``exclude_csr`` items masked) as Ray
-    tasks over blocks of users; the item embeddings and the exclusions go to the object
-    store once. Returns the same ``(items, scores)`` as
-    :func:`recsys_dagster.core.fusion.top_k` on one machine (a test checks it)."""
-    import numpy as np
-    import ray
-
-    users = np.asarray(user_emb, dtype=np.float32)
-    items_ref, exclude_ref = ray.put(np.asarray(item_emb, dtype=np.float32)), ray.put(exclude_csr)
-    task = ray.remote(_top_k_block)
-    parts = ray.get([task.remote(users[s: s + users_per_task], items_ref, exclude_ref, s, k)
-                     for s in range(0, len(users), users_per_task)])
-    if not parts:
-        return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-__all__ = ["result_from_job", "top_k_on_ray", "train_on_ray", "write_job"]
+__all__ = ["result_from_job", "train_on_ray", "write_job"]
