@@ -122,6 +122,19 @@ def one_size(size: int, max_steps: int, e2e_epochs: int = 0) -> dict:
     t_attn = time.perf_counter()
     model.refresh()
     attention_s = time.perf_counter() - t_attn
+    # the propagation alone (one SpMM of the operator with d=64 columns): its cost per nonzero
+    # shows the memory hierarchy — at small sizes the node table fits the CPU caches
+    op, x = model.operator(), torch.randn(model.operator().shape[0], cfg.embedding_dim)
+    spmm_times = []
+    for _ in range(5):
+        ts = time.perf_counter()
+        torch.sparse.mm(op, x)
+        spmm_times.append(time.perf_counter() - ts)
+    spmm_s = float(np.median(spmm_times[1:]))
+    stage("spmm", time.perf_counter() - sum(spmm_times), nnz=int(op._nnz()), nodes=int(op.shape[0]),
+          median_s=round(spmm_s, 4), ns_per_nnz=round(spmm_s / op._nnz() * 1e9, 2),
+          table_mb=round(op.shape[0] * cfg.embedding_dim * 4 / 2**20, 1))
+    del op, x
     for mode in ("full", "sampled"):
         t0 = time.perf_counter()
         mcfg = replace(cfg, train_mode=mode)
