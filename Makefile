@@ -11,7 +11,7 @@ export DAGSTER_HOME
 DAGSTER := $(BIN)/dagster
 MODULE := -m recsys_dagster.definitions
 
-.PHONY: venv demo warehouse rebuild refresh replay pools test check lint dev clean bench bench-mls tune scale-check
+.PHONY: venv demo warehouse rebuild refresh replay pools test check lint dev clean bench bench-mls tune scale-check serve bench-serving
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -87,6 +87,14 @@ bench-mls: venv
 ## gnn_model as a Ray job (Pipes + Ray Train DDP) on a 2-node loopback Ray cluster, 2 workers vs 1 (~3 min; ML-100K).
 scale-check: venv $(VENV)/.ray-installed
 	$(BIN)/python -m benchmarks.scale_check
+
+## The HTTP service (FastAPI) on 127.0.0.1:$${PORT:-8000} over the latest serving snapshot (after `make demo`); docs at /docs.
+serve: venv
+	$(BIN)/python -m recsys_dagster.serving
+
+## Load test of the service: 60 s at concurrency 32 per phase, plus a hot reload mid-test (~3 min; after `make demo`).
+bench-serving: venv
+	$(BIN)/python -m benchmarks.bench_serving
 
 ## Run the test suite (tests read real data from RECSYS_DATA_DIR, default ../shared/data).
 test: venv $(VENV)/.ray-installed

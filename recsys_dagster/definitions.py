@@ -26,7 +26,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from recsys_dagster.defs.knowledge_graph import KG_CHECKS, knowledge_graph
     from recsys_dagster.defs.mlflow_resource import MLflowResource
     from recsys_dagster.defs.partitions import event_partitions
-    from recsys_dagster.defs.recommendations import fused_recommendations, recommendations_are_valid
+    from recsys_dagster.defs.recommendations import (
+        fused_recommendations,
+        recommendations_are_valid,
+        serving_snapshot,
+    )
     from recsys_dagster.defs.resources import (
         ComputeResource,
         DatasetResource,
@@ -45,7 +49,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     partitions_def = event_partitions(span, settings.partitions_end, settings.partition_grain)
     jobs = build_jobs(partitions_def)
     assets = [items, users, *build_ingestion_assets(partitions_def), knowledge_graph,
-              item_text_embeddings, user_behavior_embeddings, gnn_model, evaluation_metrics, fused_recommendations, model_hyperparameters]
+              item_text_embeddings, user_behavior_embeddings, gnn_model, evaluation_metrics, fused_recommendations, serving_snapshot,
+              model_hyperparameters]
     return dg.Definitions(
         assets=assets,
         asset_checks=[*INGESTION_CHECKS, *KG_CHECKS, *EMBEDDING_CHECKS, fused_model_quality_gate,

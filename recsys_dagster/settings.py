@@ -33,6 +33,9 @@ variable                    meaning                                          def
 ``RECSYS_RAY_CPUS``         CPUs per worker                                  ``1``
 ``RECSYS_RAY_GPUS``         GPUs per worker (> 0: NCCL on CUDA)              ``0``
 ``RECSYS_RAY_PYTHON``       python on the cluster (has this project)         ``python``
+``PORT``                    port of the HTTP service (``make serve``)          ``8000``
+``RECSYS_SERVE_HOST``       address it listens on                            ``127.0.0.1``
+``RECSYS_SERVE_POLL_S``     seconds between checks for a new snapshot        ``2``
 ==========================  ===============================================  ==========================
 """
 
@@ -78,6 +81,10 @@ class Settings:
     ray_cpus_per_worker: float = option(1.0, "CPUs per Ray Train worker (RECSYS_RAY_CPUS)")
     ray_gpus_per_worker: float = option(0.0, "GPUs per Ray Train worker; > 0 trains on CUDA with NCCL "
                                              "(RECSYS_RAY_GPUS)")
+    serve_host: str = option("127.0.0.1", "address of the HTTP service (RECSYS_SERVE_HOST)")
+    serve_port: int = option(8000, "port of the HTTP service (PORT)")
+    serve_poll_s: float = option(2.0, "seconds between the service's checks for a new serving snapshot "
+                                      "(RECSYS_SERVE_POLL_S)")
     ray_python: str = option("python", "python executable on the Ray cluster, with this project installed "
                                        "(RECSYS_RAY_PYTHON)")
 
@@ -149,6 +156,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         ray_cpus_per_worker=_number(env, "RECSYS_RAY_CPUS", 1.0),
         ray_gpus_per_worker=_number(env, "RECSYS_RAY_GPUS", 0.0),
         ray_python=env.get("RECSYS_RAY_PYTHON") or "python",
+        serve_host=env.get("RECSYS_SERVE_HOST") or "127.0.0.1",
+        serve_port=_int(env, "PORT", 8000),
+        serve_poll_s=_number(env, "RECSYS_SERVE_POLL_S", 2.0),
     )
 
 

@@ -81,3 +81,30 @@ def synthetic_warehouse(tmp: Path, last_day: str, prepare=None, extra_assets: st
     run_assets(defs, "raw_interactions,cleaned_interactions", partition_range=("2024-01-01", last_day))
     run_assets(defs, ",".join(a for a in ("knowledge_graph,item_text_embeddings", extra_assets) if a))
     return settings, defs
+
+
+#: Small training / evaluation budgets for the end-to-end synthetic pipeline.
+TINY_TRAIN = {"embedding_dim": 16, "batch_size": 256, "max_epochs": 8, "min_epochs": 1}
+BUDGET = {"max_epochs": 8, "min_epochs": 1}  # epoch budget of the models trained inside the evaluation
+
+
+def synthetic_pipeline(tmp: Path, protocols=("A", "A_recbole", "B", "cold_item"), ablations: bool = True,
+                       extra_assets: str = ""):
+    """A synthetic dataset (plus one cold item described like the "space" items) through the
+    whole pipeline: ingestion, KG, embeddings, gnn_model, evaluation (gate), fused
+    recommendations (+ ``extra_assets``). Returns ``(settings, defs, result)``."""
+    import pandas as pd
+
+    def add_cold_item(folder):
+        items = pd.read_csv(folder / "items.csv")
+        cold = pd.DataFrame({"item_id": ["i_new"], "title": ["Starship Odyssey"], "year": [2024], "studio": ["studio1"],
+                             "genres": ["space"], "description": [items.loc[items.genres == "space", "description"].iloc[0]]})
+        pd.concat([items, cold]).to_csv(folder / "items.csv", index=False)
+
+    settings, defs = synthetic_warehouse(tmp, "2024-01-06", add_cold_item, "user_behavior_embeddings", n_users=90,
+                                         n_items=60, n_interactions=2500, days=6, seed=5)
+    run_assets(defs, "gnn_model", run_config={"ops": {"gnn_model": {"config": TINY_TRAIN}}})
+    selection = ",".join(a for a in ("evaluation_metrics,fused_recommendations", extra_assets) if a)
+    result = run_assets(defs, selection, run_config={"ops": {"evaluation_metrics": {"config": {
+        "protocols": list(protocols), "ablations": ablations, **BUDGET}}}})
+    return settings, defs, result

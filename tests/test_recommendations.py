@@ -8,28 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import run_assets, synthetic_warehouse
-
-TINY_TRAIN = {"embedding_dim": 16, "batch_size": 256, "max_epochs": 8, "min_epochs": 1}
-BUDGET = {"max_epochs": 8, "min_epochs": 1}  # epoch budget of the models trained inside the evaluation
+from tests.conftest import BUDGET, TINY_TRAIN, run_assets, synthetic_pipeline
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    def add_cold_item(folder):
-        items = pd.read_csv(folder / "items.csv")
-        # a brand-new item nobody has seen yet, described like the "space" items
-        cold = pd.DataFrame({"item_id": ["i_new"], "title": ["Starship Odyssey"], "year": [2024], "studio": ["studio1"],
-                             "genres": ["space"], "description": [items.loc[items.genres == "space", "description"].iloc[0]]})
-        pd.concat([items, cold]).to_csv(folder / "items.csv", index=False)
-
-    settings, defs = synthetic_warehouse(tmp_path_factory.mktemp("recs"), "2024-01-06", add_cold_item,
-                                         "user_behavior_embeddings", n_users=90, n_items=60, n_interactions=2500,
-                                         days=6, seed=5)
-    run_assets(defs, "gnn_model", run_config={"ops": {"gnn_model": {"config": TINY_TRAIN}}})
-    result = run_assets(defs, "evaluation_metrics,fused_recommendations", run_config={"ops": {
-        "evaluation_metrics": {"config": {"protocols": ["A", "A_recbole", "B", "cold_item"], "ablations": True, **BUDGET}}}})
-    return settings, defs, result
+    return synthetic_pipeline(tmp_path_factory.mktemp("recs"))
 
 
 def _store(settings):

@@ -77,6 +77,33 @@ def fused_recommendations(context: dg.AssetExecutionContext, config: Recommendat
     })
 
 
+@dg.asset(group_name="recommendations", kinds={"parquet"}, pool=WAREHOUSE_POOL, deps=[fused_recommendations])
+def serving_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_store: ModelStoreResource,
+                     dataset: DatasetResource) -> dg.MaterializeResult:
+    """What the HTTP service (``make serve``) reads: the serving tables and the published
+    version's recommendations as Parquet in ``<models>/<version>/serving/<export id>/``,
+    then ``<models>/SERVING`` pointed at it. A running service reloads it within seconds,
+    without a restart; it never opens the warehouse, so pipeline writes never block it."""
+    from recsys_dagster.core.model_store import ModelStoreError
+    from recsys_dagster.core.snapshot import export_snapshot
+
+    t0 = time.perf_counter()
+    store = model_store.store()
+    try:
+        version = store.require_published()
+    except ModelStoreError as exc:
+        raise dg.Failure(str(exc)) from None
+    source = dataset.open()
+    with warehouse.get_connection() as conn:
+        manifest = export_snapshot(conn, store, version, {"verb": source.verb, "verb_positive": source.verb_positive})
+    context.log.info(f"serving snapshot {version.version}/{manifest['export_id']}")
+    return dg.MaterializeResult(metadata={
+        "model_version": version.version, "export_id": manifest["export_id"],
+        "path": str((version.path / "serving" / manifest["export_id"]).resolve()),
+        "dagster/row_count": manifest["rows"]["fused_recommendations"],
+        "rows": dg.MetadataValue.json(manifest["rows"]), "seconds": round(time.perf_counter() - t0, 2)})
+
+
 @dg.asset_check(asset=fused_recommendations, blocking=True,
                 description="K rows per user, ranks 1..K, no item the user has seen, a reason on every row")
 def recommendations_are_valid(warehouse: WarehouseResource) -> dg.AssetCheckResult:

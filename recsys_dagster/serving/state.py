@@ -1,0 +1,246 @@
+"""What one serving snapshot answers (no HTTP here): stored lists of known users, real-time
+lists for new users from items and/or text, and similar items — each with the model
+version that served it.
+
+A :class:`ServingState` is built once from a snapshot (:mod:`recsys_dagster.core.snapshot`)
+and is read-only afterwards, so requests share it without locks (the text encoder, which
+is not thread-safe, has its own lock). :class:`Reloader` swaps in a new state when
+``SERVING`` points at a new snapshot; requests that hold the old one finish on it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger("recsys_dagster.serving")
+
+MAX_K = 1000
+
+
+class UnknownId(LookupError):
+    """An id the snapshot does not know (the HTTP layer answers 404)."""
+
+
+class BadRequest(ValueError):
+    """A request the snapshot cannot answer as asked (the HTTP layer answers 422)."""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _rows(frame, names) -> list[dict]:
+    out = []
+    for r in frame.itertuples(index=False):
+        out.append({"rank": int(r.rank), "item_id": str(r.item_id), "title": str(names.get(str(r.item_id), r.item_id)),
+                    "score": round(float(r.score), 6), "reason": r.reason,
+                    "evidence": json.loads(r.evidence) if isinstance(r.evidence, str) and r.evidence else None})
+    return out
+
+
+@dataclass
+class ServingState:
+    version: str
+    export_id: str
+    published_at: str
+    generated_at: str
+    stored: dict  # user_id -> list of rows (JSON-ready), ranks 1..K
+    prod: object  # recommend.Production
+    explainer: object
+    names: dict  # item_id -> display name
+    item_pos: dict  # item_id -> index
+    item_entities: list
+    similar_parts: tuple  # (w_gnn, gnn unit vectors, w_text, text unit vectors or None)
+    encoder: object | None = None
+    encoder_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def info(self) -> dict:
+        return {"model_version": self.version, "snapshot": self.export_id, "published_at": self.published_at}
+
+    # ---- known users -------------------------------------------------------------------
+    def user_recommendations(self, user_id: str, k: int) -> dict:
+        rows = self.stored.get(user_id)
+        if rows is None:
+            raise UnknownId(f"unknown user {user_id!r}: not in model version {self.version}. For a new user, "
+                            "POST /v1/recommendations with the items they interacted with and/or a text")
+        if k > len(rows) and len(rows) < len(self.item_pos):
+            return {**self.info, "user_id": user_id, "generated_at": _now(), "items": self._live_user(user_id, k)}
+        return {**self.info, "user_id": user_id, "generated_at": self.generated_at, "items": rows[:k]}
+
+    def _live_user(self, user_id: str, k: int) -> list[dict]:
+        """A known user's list longer than the stored one, scored now (same scorer and reasons)."""
+        import pandas as pd
+
+        from recsys_dagster.core.fusion import top_k
+
+        data = self.prod.data
+        u = int(np.flatnonzero(np.asarray(data.user_ids, dtype=str) == user_id)[0])
+        items, scores = top_k(self.prod.scorer, np.array([u]), data.train_csr, data.n_items, min(k, data.n_items))
+        keep = np.isfinite(scores[0])
+        reasons, evidence, _ = self.explainer.explain_user(u, items[0][keep])
+        frame = pd.DataFrame({"rank": np.arange(1, keep.sum() + 1), "item_id": data.item_ids[items[0][keep]],
+                              "score": scores[0][keep], "reason": reasons, "evidence": evidence})
+        return _rows(frame, self.names)
+
+    # ---- new users ---------------------------------------------------------------------
+    def new_user(self, items: list[str], text: str | None, k: int) -> dict:
+        from recsys_dagster.core.recommend import recommend_for_new_user
+
+        known = [i for i in dict.fromkeys(items) if i in self.item_pos]
+        unknown = [i for i in dict.fromkeys(items) if i not in self.item_pos]
+        if not known and not text:
+            raise BadRequest(f"none of the items {unknown[:10]} is in model version {self.version}; send known item "
+                             "ids and/or a text")
+        profile = None
+        if text:
+            if self.encoder is None or self.prod.scorer.item_text is None:
+                raise BadRequest(f"model version {self.version} has no text embeddings: send item ids")
+            with self.encoder_lock:
+                profile = self.encoder.encode([text])[0]
+        frame = recommend_for_new_user(self.prod.scorer, self.prod.data, self.explainer, known, profile, k)
+        return {**self.info, "generated_at": _now(), "known_items": known, "unknown_items": unknown,
+                "items": _rows(frame, self.names)}
+
+    # ---- similar items -----------------------------------------------------------------
+    def similar(self, item_id: str, k: int) -> dict:
+        i = self.item_pos.get(item_id)
+        if i is None:
+            raise UnknownId(f"unknown item {item_id!r}: not in model version {self.version}")
+        w_gnn, gnn, w_text, text = self.similar_parts
+        cos_g = gnn @ gnn[i]
+        cos_t = text @ text[i] if text is not None else np.zeros_like(cos_g)
+        score = w_gnn * cos_g + w_text * cos_t
+        score[i] = -np.inf
+        k = min(k, len(score) - 1)
+        top = np.argpartition(-score, k - 1)[:k] if k > 0 else np.zeros(0, dtype=int)
+        top = top[np.argsort(-score[top], kind="stable")]
+        ids = self.prod.data.item_ids
+        mine = {e[0]: e for e in self.item_entities[i]}
+        out = []
+        for rank, j in enumerate(top, 1):
+            g, t = float(w_gnn * cos_g[j]), float(w_text * cos_t[j])
+            shared = [e for e in self.item_entities[j] if e[0] in mine]
+            reason = "similar description" if t > g else "liked by the same people"
+            if shared and shared[0][2]:
+                reason += f"; same {shared[0][1]} ({shared[0][2]})"
+            out.append({"rank": rank, "item_id": str(ids[j]), "title": str(self.names.get(str(ids[j]), ids[j])),
+                        "score": round(float(score[j]), 6), "reason": reason,
+                        "evidence": {"collaborative": round(g, 6), "text": round(t, 6),
+                                     "shared": [{"entity": e[0], "relation": e[1], "label": e[2]} for e in shared[:3]]}})
+        return {**self.info, "item_id": item_id, "title": str(self.names.get(item_id, item_id)), "items": out}
+
+
+def load_state(store, version, export_id: str, encoder=None) -> ServingState:
+    """Everything a snapshot serves, in memory (the snapshot's files are not read again)."""
+    import pandas as pd
+
+    from recsys_dagster.core import warehouse as wh
+    from recsys_dagster.core.explain import Verbs, display_names, item_entity_lists
+    from recsys_dagster.core.recommend import load_production_scorer, production_explainer
+    from recsys_dagster.core.snapshot import RECOMMENDATIONS, open_snapshot
+    from recsys_dagster.core.training_data import read_tables
+
+    conn, manifest = open_snapshot(version, export_id)
+    try:
+        tables = read_tables(conn)
+        titles = wh.read_table(conn, "items").set_index("item_id")["title"]
+        vectors = wh.read_embeddings(conn, "user_behavior_embeddings", "user_id") \
+            if wh.table_exists(conn, "user_behavior_embeddings") else None
+        recs = wh.read_table(conn, RECOMMENDATIONS)
+    finally:
+        conn.close()
+    prod = load_production_scorer(tables, version, None, manifest.get("cold_user_threshold", 5), "cpu", vectors)
+    verbs = Verbs(manifest.get("verb", "interacted with"), manifest.get("verb_positive"))
+    explainer = production_explainer(prod, tables, titles, verbs)
+    data = prod.data
+    item_ids = [str(x) for x in data.item_ids]
+    names = dict(zip(item_ids, display_names(pd.Series(item_ids), titles), strict=True))
+    stored = {str(u): _rows(g, names) for u, g in recs.sort_values(["user_id", "rank"]).groupby("user_id", sort=False)}
+    entities = item_entity_lists(data.n_items, {i: n for n, i in enumerate(data.item_ids)}, tables.entities,
+                                 tables.relations, tables.triples)
+    return ServingState(version.version, export_id, manifest.get("published_at", ""), manifest.get("generated_at", ""),
+                        stored, prod, explainer, names, {i: n for n, i in enumerate(item_ids)}, entities,
+                        similar_parts(prod), encoder)
+
+
+def similar_parts(prod) -> tuple:
+    """Unit item vectors of the GNN and the text tower and their weights in the fused
+    item-item similarity (the version's fusion weights α, β, normalized to sum 1)."""
+    import torch
+
+    scorer = prod.scorer
+    gnn = torch.nn.functional.normalize(scorer.item_gnn.float(), dim=-1).numpy()
+    text = torch.nn.functional.normalize(scorer.item_text.float(), dim=-1).numpy() \
+        if scorer.item_text is not None else None
+    alpha, beta = abs(prod.fusion.get("alpha", 1.0)), abs(prod.fusion.get("beta", 0.0)) if text is not None else 0.0
+    total = alpha + beta or 1.0
+    return alpha / total, gnn, beta / total, text
+
+
+class Reloader:
+    """Holds the current :class:`ServingState`; a daemon thread checks ``SERVING`` every
+    ``poll_s`` seconds and swaps in a new snapshot once it is fully loaded (a failed load
+    keeps the old state and is reported by ``/ready``)."""
+
+    def __init__(self, store, encoder_factory=None, poll_s: float = 2.0):
+        self.store, self.encoder_factory, self.poll_s = store, encoder_factory, poll_s
+        self.state: ServingState | None = None
+        self.error: str | None = None
+        self.reloads = 0
+        self._encoder = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def encoder(self):
+        if self._encoder is None and self.encoder_factory is not None:
+            self._encoder = self.encoder_factory()
+        return self._encoder
+
+    def check(self) -> bool:
+        """Load the snapshot ``SERVING`` points at if it is new; True when it swapped."""
+        from recsys_dagster.core.model_store import ModelStoreError
+        from recsys_dagster.core.snapshot import SnapshotError, current_snapshot
+
+        try:
+            version, export_id = current_snapshot(self.store)
+        except (SnapshotError, ModelStoreError) as exc:
+            self.error = str(exc)
+            return False
+        if self.state is not None and (self.state.version, self.state.export_id) == (version.version, export_id):
+            return False
+        t0 = time.perf_counter()
+        try:
+            state = load_state(self.store, version, export_id, self.encoder())
+        except Exception as exc:  # noqa: BLE001 - keep serving the old state, report why
+            self.error = f"loading {version.version}/{export_id} failed: {type(exc).__name__}: {exc}"
+            log.exception("snapshot load failed")
+            return False
+        self.state, self.error = state, None
+        self.reloads += 1
+        log.info("serving %s (snapshot %s), loaded in %.1f s", version.version, export_id, time.perf_counter() - t0)
+        return True
+
+    def start(self) -> Reloader:
+        self.check()
+
+        def loop():
+            while not self._stop.wait(self.poll_s):
+                self.check()
+
+        self._thread = threading.Thread(target=loop, name="snapshot-reloader", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+__all__ = ["MAX_K", "BadRequest", "Reloader", "ServingState", "UnknownId", "load_state"]
