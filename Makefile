@@ -88,7 +88,7 @@ bench-mls: venv
 scale-check: venv $(VENV)/.ray-installed
 	$(BIN)/python -m benchmarks.scale_check
 
-## The HTTP service (FastAPI) on 127.0.0.1:$${PORT:-8000} over the latest serving snapshot (after `make demo`); docs at /docs.
+## The HTTP service (FastAPI) on 127.0.0.1, port PORT (default 8000), over the latest serving snapshot (after `make demo`); docs at /docs.
 serve: venv
 	$(BIN)/python -m recsys_dagster.serving
 

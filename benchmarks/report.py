@@ -256,6 +256,19 @@ def growth_e2e(d: dict | None) -> str:
             "benchmark).\n\n" + _table(rows))
 
 
+def serving(d: dict | None) -> str:
+    if not d:
+        return "_not run_\n"
+    r = d["reload"]
+    return (f"`make bench-serving`: the service (`python -m recsys_dagster.serving`, ready in {d['startup_s']} s) "
+            f"under {d['concurrency']} concurrent clients (asyncio + httpx on the same 2 cores, loopback), "
+            f"{d['duration_s']:.0f} s per phase, mix 50% GET user, 20% GET similar, 20% POST items (5 ids), 10% POST "
+            f"text. Latency is client-side (includes queueing and the client's own CPU). Phase *reload*: a new "
+            f"snapshot exported at {r['export_started_at_s']} s ({r['export_s']} s to export); first answer from it "
+            f"at {r['first_new_answer_at_s']} s; {r['requests_in_switch_window']} requests in the switch window, "
+            f"**{r['failed_in_switch']} failed**. Errors over both phases: **{d['errors']}**.\n\n" + _table(d["rows"]))
+
+
 def scale_check(d: dict | None) -> str:
     if not d:
         return "_not run_\n"
@@ -281,7 +294,7 @@ def load_time(d: dict | None) -> str:
 def main() -> None:
     results = {n: _load(n) for n in ("accuracy", "accuracy_ml_latest_small", "explanations", "training_modes",
                                      "training", "ranking",
-                                     "text_encoder", "e2e", "growth", "growth_e2e", "scale_check", "load_time")}
+                                     "text_encoder", "e2e", "growth", "growth_e2e", "scale_check", "serving", "load_time")}
     machines = {n: _machine(d) for n, d in results.items()}
     first = next((d for d in results.values() if d), None)
     text = ["# Benchmarks", "",
@@ -298,6 +311,7 @@ def main() -> None:
                 ("End to end: full rebuild and daily refresh", "e2e", e2e), ("Growth curve", "growth", growth),
                 ("10M interactions end to end", "growth_e2e", growth_e2e),
                 ("Scale-out: gnn_model on a 2-node Ray cluster", "scale_check", scale_check),
+                ("Serving: load test and hot reload", "serving", serving),
                 ("Code location load time", "load_time", load_time)]
     for title, name, fn in sections:
         text += [f"## {title}", "", f"_{machines[name]}_", "", fn(results[name])]

@@ -59,7 +59,7 @@ def export_snapshot(conn, store, version, extra: dict | None = None, keep: int =
     manifest = {"model_version": version.version, "export_id": export_id,
                 "published_at": version.manifest.get("published_at", ""),
                 "exported_at": now.isoformat(timespec="seconds"),
-                "generated_at": str(recs["generated_at"].max()), "rows": rows, **(extra or {})}
+                "generated_at": _utc_iso(recs["generated_at"].max()), "rows": rows, **(extra or {})}
     (tmp / SNAPSHOT_MANIFEST).write_text(json.dumps(manifest, indent=2))
     tmp.rename(target)
     _write_atomic(store.root / POINTER, f"{version.version}/{export_id}")
@@ -67,6 +67,13 @@ def export_snapshot(conn, store, version, extra: dict | None = None, keep: int =
     for old in exports[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return manifest
+
+
+def _utc_iso(value) -> str:
+    import pandas as pd
+
+    ts = pd.Timestamp(value)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).isoformat(timespec="seconds")
 
 
 def current_snapshot(store) -> tuple[object, str]:

@@ -123,13 +123,13 @@ class ServingState:
         top = np.argpartition(-score, k - 1)[:k] if k > 0 else np.zeros(0, dtype=int)
         top = top[np.argsort(-score[top], kind="stable")]
         ids = self.prod.data.item_ids
-        mine = {e[0]: e for e in self.item_entities[i]}
+        mine = {e[0] for e in self.item_entities[i] if e[2]}  # labelled attributes, rarest first
         out = []
         for rank, j in enumerate(top, 1):
             g, t = float(w_gnn * cos_g[j]), float(w_text * cos_t[j])
             shared = [e for e in self.item_entities[j] if e[0] in mine]
             reason = "similar description" if t > g else "liked by the same people"
-            if shared and shared[0][2]:
+            if shared:
                 reason += f"; same {shared[0][1]} ({shared[0][2]})"
             out.append({"rank": rank, "item_id": str(ids[j]), "title": str(self.names.get(str(ids[j]), ids[j])),
                         "score": round(float(score[j]), 6), "reason": reason,
