@@ -163,20 +163,18 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
-    value = env.get(name)
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{name}={value!r}: expected an integer") from None
+    return _parse(env, name, default, int, "an integer")
 
 
 def _number(env: dict[str, str], name: str, default: float) -> float:
+    return _parse(env, name, default, float, "a number")
+
+
+def _parse(env: dict[str, str], name: str, default, kind, expected: str):
     value = env.get(name)
     if not value:
         return default
     try:
-        return float(value)
+        return kind(value)
     except ValueError:
-        raise ValueError(f"{name}={value!r}: expected a number") from None
+        raise ValueError(f"{name}={value!r}: expected {expected}") from None

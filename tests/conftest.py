@@ -108,3 +108,14 @@ def synthetic_pipeline(tmp: Path, protocols=("A", "A_recbole", "B", "cold_item")
     result = run_assets(defs, selection, run_config={"ops": {"evaluation_metrics": {"config": {
         "protocols": list(protocols), "ablations": ablations, **BUDGET}}}})
     return settings, defs, result
+
+
+def query(settings, sql: str, params=()):
+    """Rows of ``sql`` on the settings' warehouse (read-only) as a DataFrame."""
+    import duckdb
+
+    conn = duckdb.connect(settings.warehouse, read_only=True)
+    try:
+        return conn.execute(sql, list(params)).df()
+    finally:
+        conn.close()

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import BUDGET, TINY_TRAIN, run_assets, synthetic_pipeline
+from tests.conftest import BUDGET, TINY_TRAIN, query, run_assets, synthetic_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -22,17 +22,9 @@ def _store(settings):
     return ModelStore(settings.models_dir)
 
 
-def _q(settings, sql, params=()):
-    conn = duckdb.connect(settings.warehouse, read_only=True)
-    try:
-        return conn.execute(sql, list(params)).df()
-    finally:
-        conn.close()
-
-
 def test_evaluation_has_every_model_and_protocol(pipeline):
     settings, _, result = pipeline
-    rows = _q(settings, "SELECT * FROM evaluation_metrics")
+    rows = query(settings, "SELECT * FROM evaluation_metrics")
     a = set(rows.loc[rows.protocol == "A", "model"])
     assert {"pop", "itemknn", "ease", "mf", "lightgcn", "text_knn", "kgtextgnn", "fused", "kgtextgnn_no_kg",
             "kgtextgnn_no_text"} <= a
@@ -57,11 +49,11 @@ def test_recommendations_are_complete_unseen_and_explained(pipeline):
     settings, _, result = pipeline
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["fused_model_quality_gate"] and checks["recommendations_are_valid"]
-    recs = _q(settings, "SELECT * FROM fused_recommendations")
-    n_users = _q(settings, "SELECT count(DISTINCT user_id) n FROM cleaned_interactions").n[0]
+    recs = query(settings, "SELECT * FROM fused_recommendations")
+    n_users = query(settings, "SELECT count(DISTINCT user_id) n FROM cleaned_interactions").n[0]
     assert len(recs) == 20 * n_users
     assert recs.groupby("user_id")["rank"].apply(lambda r: sorted(r) == list(range(1, 21))).all()
-    seen = _q(settings, "SELECT DISTINCT user_id, item_id FROM cleaned_interactions")
+    seen = query(settings, "SELECT DISTINCT user_id, item_id FROM cleaned_interactions")
     assert recs.merge(seen, on=["user_id", "item_id"]).empty
     assert recs["reason"].str.len().gt(0).all()
     assert recs["reason"].str.contains(r"same |because you|because of|similar description").any()
@@ -89,7 +81,7 @@ def test_unknown_user_from_items_or_text(pipeline):
     from recsys_dagster.core.text import EncoderConfig, TextEncoder
 
     settings, _, _ = pipeline
-    items = _q(settings, "SELECT item_id, title, genres FROM items")
+    items = query(settings, "SELECT item_id, title, genres FROM items")
     scorer, data, ctx, _ = _production(settings)
     horror = items[items.genres.map(lambda g: "horror" in list(g))].item_id.tolist()
     by_items = recommend_for_new_user(scorer, data, ctx, item_ids=horror[:3], k=10)
@@ -122,7 +114,7 @@ def test_a_version_that_fails_the_gate_is_never_served(pipeline):
     assert store.published().version == served and store.get(failing).gate["passed"] is False
     alone = run_assets(defs, "fused_recommendations").asset_materializations_for_node("fused_recommendations")[0]
     assert alone.metadata["model_version"].value == served
-    recs = _q(settings, "SELECT DISTINCT model_version FROM fused_recommendations")
+    recs = query(settings, "SELECT DISTINCT model_version FROM fused_recommendations")
     assert failing not in set(recs.model_version)
 
 
@@ -156,7 +148,7 @@ def test_serving_uses_the_stored_behaviour_vectors(pipeline):
     settings, _, result = pipeline
     meta = result.asset_materializations_for_node("fused_recommendations")[0].metadata
     assert meta["users_without_stored_behaviour_vector"].value == 0
-    stored = _q(settings, "SELECT user_id, embedding FROM user_behavior_embeddings ORDER BY user_id")
+    stored = query(settings, "SELECT user_id, embedding FROM user_behavior_embeddings ORDER BY user_id")
     assert set(stored.method if "method" in stored else ["pooled"]) == {"pooled"}
     ids = stored.user_id.to_numpy(dtype=object)
     matrix = np.stack(stored.embedding.map(np.asarray)).astype(np.float32)

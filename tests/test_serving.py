@@ -3,12 +3,11 @@
 
 import json
 
-import duckdb
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import synthetic_pipeline
+from tests.conftest import query, synthetic_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +25,12 @@ def served(tmp_path_factory):
         yield settings, defs, reloader, client
 
 
-def _q(settings, sql, params=()):
-    conn = duckdb.connect(settings.warehouse, read_only=True)
-    try:
-        return conn.execute(sql, list(params)).df()
-    finally:
-        conn.close()
-
-
 def test_health_ready_and_a_known_users_stored_list(served):
     settings, _, reloader, client = served
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready").json()
     assert ready["status"] == "ready" and ready["model_version"] == reloader.state.version
-    stored = _q(settings, "SELECT user_id, rank, item_id, reason FROM fused_recommendations ORDER BY user_id, rank")
+    stored = query(settings, "SELECT user_id, rank, item_id, reason FROM fused_recommendations ORDER BY user_id, rank")
     user = stored["user_id"].iloc[0]
     body = client.get(f"/v1/users/{user}/recommendations", params={"k": 5}).json()
     assert body["model_version"] == reloader.state.version and body["generated_at"]
@@ -56,7 +47,7 @@ def test_a_longer_list_than_stored_is_scored_live_and_starts_like_the_stored_one
     longer = client.get(f"/v1/users/{user}/recommendations", params={"k": 30}).json()["items"]
     assert len(longer) > len(stored)
     assert [r["item_id"] for r in longer[: len(stored)]] == [r["item_id"] for r in stored]
-    seen = set(_q(settings, "SELECT item_id FROM cleaned_interactions WHERE user_id = ?", [user])["item_id"])
+    seen = set(query(settings, "SELECT item_id FROM cleaned_interactions WHERE user_id = ?", [user])["item_id"])
     assert not seen & {r["item_id"] for r in longer}
 
 

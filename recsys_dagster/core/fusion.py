@@ -52,10 +52,11 @@ class FusedScorer:
         n_interactions: ``(U,)`` interaction counts (cold-user weighting).
         popularity: ``(I,)`` interaction counts per item (last-resort fallback).
         item_item: optional ``users -> (B, I)`` scores of a closed-form item–item model.
+        cold_items_mapped: ``item_gnn`` comes from a scorer that already mapped its cold items.
     """
 
     def __init__(self, user_gnn, item_gnn, user_text, item_text, n_interactions, popularity,
-                 weights: FusionWeights = FusionWeights(), item_item=None):
+                 weights: FusionWeights = FusionWeights(), item_item=None, cold_items_mapped: bool = False):
         import torch
 
         anchor = next(t for t in (item_gnn, item_text) if t is not None)
@@ -67,7 +68,7 @@ class FusedScorer:
         user_gnn, item_gnn, user_text, item_text = on(user_gnn), on(item_gnn), on(user_text), on(item_text)
         popularity = on(popularity)
         self.user_gnn, self.item_gnn = user_gnn, item_gnn
-        if item_gnn is not None and item_text is not None:
+        if item_gnn is not None and item_text is not None and not cold_items_mapped:
             self.item_gnn = map_cold_items(item_gnn, item_text, popularity, weights.cold_item_threshold)
         self.user_text, self.item_text = user_text, item_text
         self.n = on(n_interactions).float()

@@ -191,8 +191,7 @@ def recommend_for_new_user(scorer: FusedScorer, data, explainer: Explainer, item
         user_text = v / v.norm().clamp_min(1e-12)
     item_item = scorer.item_item.for_history(known) if scorer.item_item is not None and known else None
     one = FusedScorer(user_gnn, scorer.item_gnn, user_text, scorer.item_text, torch.tensor([len(known)]),
-                      scorer.popularity, scorer.weights, item_item)
-    one.item_gnn = scorer.item_gnn  # already mapped for cold items
+                      scorer.popularity, scorer.weights, item_item, cold_items_mapped=True)
     exclude = (np.array([0, len(known)]), np.array(known, dtype=np.int64))
     items, scores = top_k(one, np.array([0]), exclude, data.n_items, k)
     keep = np.isfinite(scores[0])
