@@ -261,7 +261,7 @@ def serving(d: dict | None) -> str:
         return "_not run_\n"
     r = d["reload"]
     return (f"`make bench-serving`: the service (`python -m recsys_dagster.serving`, ready in {d['startup_s']} s) "
-            f"under {d['concurrency']} concurrent clients (asyncio + httpx on the same 2 cores, loopback), "
+            f"under {d['concurrency']} concurrent clients (asyncio + aiohttp on the same 2 cores, loopback), "
             f"{d['duration_s']:.0f} s per phase, mix 50% GET user, 20% GET similar, 20% POST items (5 ids), 10% POST "
             f"text. Latency is client-side (includes queueing and the client's own CPU). Phase *reload*: a new "
             f"snapshot exported at {r['export_started_at_s']} s ({r['export_s']} s to export); first answer from it "

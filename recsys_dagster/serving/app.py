@@ -20,8 +20,9 @@ from __future__ import annotations
 import re
 
 from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -159,19 +160,24 @@ def create_app(reloader: Reloader) -> FastAPI:
             return error(503, "not_ready", reloader.error or "no serving snapshot loaded yet")
         return {"status": "ready", **current.info, "reloads": reloader.reloads, "last_reload_error": reloader.error}
 
+    # Answers are returned as ready JSON (no per-request re-encoding of nested dicts); the
+    # stored lists are answered on the event loop, anything that scores in the thread pool.
     @app.get("/v1/users/{user_id}/recommendations", summary="A known user's recommendations")
-    def user_recommendations(user_id: str, k: int = Query(10, ge=1, le=MAX_K)):
-        return state().user_recommendations(check_id("user", user_id), k)
+    async def user_recommendations(user_id: str, k: int = Query(10, ge=1, le=MAX_K)):
+        current, user_id = state(), check_id("user", user_id)
+        if current.is_stored(user_id, k):
+            return Response(current.user_recommendations_json(user_id, k), media_type="application/json")
+        return JSONResponse(await run_in_threadpool(current.user_recommendations, user_id, k))
 
     @app.post("/v1/recommendations", summary="Recommendations for a new user from items and/or text")
     def new_user(body: NewUser):
         if not body.items and not body.text:
             raise BadRequest("send `items` (item ids) and/or `text`")
-        return state().new_user([str(i) for i in body.items], body.text, body.k)
+        return JSONResponse(state().new_user([str(i) for i in body.items], body.text, body.k))
 
     @app.get("/v1/items/{item_id}/similar", summary="Similar items in the fused GNN + text space")
     def similar(item_id: str, k: int = Query(10, ge=1, le=MAX_K)):
-        return state().similar(check_id("item", item_id), k)
+        return JSONResponse(state().similar(check_id("item", item_id), k))
 
     return app
 

@@ -51,7 +51,7 @@ class ServingState:
     export_id: str
     published_at: str
     generated_at: str
-    stored: dict  # user_id -> list of rows (JSON-ready), ranks 1..K
+    stored: dict  # user_id -> its rows as JSON texts, ranks 1..K
     prod: object  # recommend.Production
     explainer: object
     names: dict  # item_id -> display name
@@ -66,14 +66,27 @@ class ServingState:
         return {"model_version": self.version, "snapshot": self.export_id, "published_at": self.published_at}
 
     # ---- known users -------------------------------------------------------------------
-    def user_recommendations(self, user_id: str, k: int) -> dict:
+    def _stored(self, user_id: str) -> list[str]:
         rows = self.stored.get(user_id)
         if rows is None:
             raise UnknownId(f"unknown user {user_id!r}: not in model version {self.version}. For a new user, "
                             "POST /v1/recommendations with the items they interacted with and/or a text")
-        if k > len(rows) and len(rows) < len(self.item_pos):
-            return {**self.info, "user_id": user_id, "generated_at": _now(), "items": self._live_user(user_id, k)}
-        return {**self.info, "user_id": user_id, "generated_at": self.generated_at, "items": rows[:k]}
+        return rows
+
+    def is_stored(self, user_id: str, k: int) -> bool:
+        """Whether the stored list answers ``k`` (else it is scored live, which takes CPU)."""
+        rows = self._stored(user_id)
+        return k <= len(rows) or len(rows) >= len(self.item_pos)
+
+    def user_recommendations_json(self, user_id: str, k: int) -> str:
+        """The stored answer as JSON text: the rows were serialized once, at load time."""
+        head = json.dumps({**self.info, "user_id": user_id, "generated_at": self.generated_at})
+        return f'{head[:-1]}, "items": [{", ".join(self._stored(user_id)[:k])}]}}'
+
+    def user_recommendations(self, user_id: str, k: int) -> dict:
+        if self.is_stored(user_id, k):
+            return json.loads(self.user_recommendations_json(user_id, k))
+        return {**self.info, "user_id": user_id, "generated_at": _now(), "items": self._live_user(user_id, k)}
 
     def _live_user(self, user_id: str, k: int) -> list[dict]:
         """A known user's list longer than the stored one, scored now (same scorer and reasons)."""
@@ -163,7 +176,8 @@ def load_state(store, version, export_id: str, encoder=None) -> ServingState:
     data = prod.data
     item_ids = [str(x) for x in data.item_ids]
     names = dict(zip(item_ids, display_names(pd.Series(item_ids), titles), strict=True))
-    stored = {str(u): _rows(g, names) for u, g in recs.sort_values(["user_id", "rank"]).groupby("user_id", sort=False)}
+    stored = {str(u): [json.dumps(r) for r in _rows(g, names)]
+              for u, g in recs.sort_values(["user_id", "rank"]).groupby("user_id", sort=False)}
     entities = item_entity_lists(data.n_items, {i: n for n, i in enumerate(data.item_ids)}, tables.entities,
                                  tables.relations, tables.triples)
     return ServingState(version.version, export_id, manifest.get("published_at", ""), manifest.get("generated_at", ""),
