@@ -136,3 +136,27 @@ def test_a_new_snapshot_is_served_without_restart(served):
     assert before.user_recommendations(user, 5)["items"]  # a request still on the old state finishes
     assert not reloader.check()  # unchanged pointer: no reload
     assert np.isfinite([r["score"] for r in after["items"]]).all()
+
+
+def test_a_pipeline_writing_the_warehouse_neither_blocks_nor_breaks_the_service(served):
+    """The service never opens the DuckDB file: while another process holds it read-write
+    (as a materialization does; DuckDB then refuses every other process), every endpoint
+    still answers and a reload check still works."""
+    import subprocess
+    import sys
+
+    settings, _, reloader, client = served
+    data = reloader.state.prod.data
+    hold = ("import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+            "c.execute('CREATE OR REPLACE TABLE scratch AS SELECT 1 AS x'); print('held', flush=True); time.sleep(60)")
+    writer = subprocess.Popen([sys.executable, "-c", hold, settings.warehouse], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "held"
+        assert client.get(f"/v1/users/{data.user_ids[1]}/recommendations").status_code == 200
+        assert client.get(f"/v1/items/{data.item_ids[1]}/similar").status_code == 200
+        assert client.post("/v1/recommendations", json={"items": [str(data.item_ids[2])]}).status_code == 200
+        reloader.check()
+        assert client.get("/ready").status_code == 200
+    finally:
+        writer.kill()
+        writer.wait()
