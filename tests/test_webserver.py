@@ -118,7 +118,7 @@ def test_dev_server_graph_schedule_sensor_materialization_and_backfills(tmp_path
         nodes = _gql(url, "{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
         groups = {n["assetKey"]["path"][0]: n["groupName"] for n in nodes}
         assert groups["cleaned_interactions"] == "ingestion" and groups["gnn_model"] == "training"
-        assert groups["fused_recommendations"] == "recommendations" and len(groups) == 11
+        assert groups["fused_recommendations"] == groups["serving_snapshot"] == "recommendations" and len(groups) == 12
         assert groups["model_hyperparameters"] == "tuning"
         schedules = _gql(url, """query($r: RepositorySelector!) { schedulesOrError(repositorySelector: $r) {
             ... on Schedules { results { name cronSchedule executionTimezone } } } }""", {"r": REPO})
