@@ -74,6 +74,7 @@ bench: warehouse
 	$(BIN)/python -m benchmarks.bench_training_modes
 	$(BIN)/python -m benchmarks.bench_e2e
 	$(BIN)/python -m benchmarks.bench_growth
+	$(BIN)/python -m benchmarks.bench_propagation
 	$(BIN)/python -m benchmarks.report
 
 ## The accuracy benchmark on ml-latest-small (its own home under data/ml-latest-small; ~45 min on 2 cores).

@@ -4,7 +4,8 @@ Starts ``python -m recsys_dagster.serving`` on a free 127.0.0.1 port over the la
 snapshot (``make demo`` makes one), then drives it with ``--concurrency`` clients (asyncio +
 aiohttp) for ``--duration`` seconds per phase, in a mix of the four endpoints:
 
-* phase ``steady``: the service alone;
+* phase ``1 client``: each endpoint alone with one client (the service time, no queueing);
+* phase ``steady``: the mix at ``--concurrency``;
 * phase ``reload``: the same load while a new snapshot is exported mid-phase (what
   ``serving_snapshot`` does after a publish); the service loads it in the background and
   swaps. Requests that fail during the switch are counted (target 0).
@@ -85,7 +86,7 @@ def export_again() -> float:
 
 
 async def load(base: str, users, items, duration: float, concurrency: int, max_requests: int, seed: int,
-               on_tick=None) -> list[tuple]:
+               on_tick=None, only: str | None = None) -> list[tuple]:
     """``(endpoint, seconds since start, latency s, status, snapshot)`` per request. The
     client is aiohttp (it costs the shared CPU less per request than httpx)."""
     import aiohttp
@@ -109,7 +110,7 @@ async def load(base: str, users, items, duration: float, concurrency: int, max_r
 
         async def worker():
             while time.perf_counter() - t_start < duration and len(out) < max_requests:
-                kind = rng.choices(names, weights)[0]
+                kind = only or rng.choices(names, weights)[0]
                 t0 = time.perf_counter()
                 try:
                     async with await one(kind) as r:
@@ -147,11 +148,14 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per phase")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--max-requests", type=int, default=200_000, help="per phase")
+    parser.add_argument("--workers", type=int, default=1, help="service processes (RECSYS_SERVE_WORKERS)")
+    parser.add_argument("--alone", type=float, default=10.0, help="seconds per endpoint with a single client")
     args = parser.parse_args()
 
     users, items = snapshot_ids()
     port = free_port()
-    env = {**os.environ, "PORT": str(port), "RECSYS_SERVE_HOST": "127.0.0.1", "RECSYS_SERVE_POLL_S": "1"}
+    env = {**os.environ, "PORT": str(port), "RECSYS_SERVE_HOST": "127.0.0.1", "RECSYS_SERVE_POLL_S": "1",
+           "RECSYS_SERVE_WORKERS": str(args.workers)}
     server = subprocess.Popen([sys.executable, "-m", "recsys_dagster.serving"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -172,6 +176,9 @@ def main() -> None:
         first = httpx.get(f"{base}/ready").json()
         print(f"service ready in {startup_s:.1f} s: {first['model_version']} (snapshot {first['snapshot']})", flush=True)
 
+        # service time: one client, one endpoint at a time (no queueing)
+        alone = {kind: asyncio.run(load(base, users, items, args.alone, 1, args.max_requests, 3, only=kind))
+                 for kind, _ in MIX}
         steady = asyncio.run(load(base, users, items, args.duration, args.concurrency, args.max_requests, 1))
         print(f"steady: {len(steady)} requests", flush=True)
 
@@ -204,12 +211,13 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             server.kill()
 
-    rows = summarize("steady", steady, args.duration) + summarize("reload", reload_records, args.duration)
+    rows = [r for kind, recs in alone.items() for r in summarize("1 client", recs, args.alone)]
+    rows += summarize("steady", steady, args.duration) + summarize("reload", reload_records, args.duration)
     print_table(rows, f"serving load test: {args.concurrency} concurrent clients, {args.duration:.0f} s per phase, "
                       "loopback, client and service on the same cores")
     total_errors = sum(r["errors"] for r in rows)
     print(f"\nerrors: {total_errors}; failed during the snapshot switch: {failed_in_switch}")
-    write_json("serving", {"concurrency": args.concurrency, "duration_s": args.duration, "startup_s": round(startup_s, 1),
+    write_json("serving", {"concurrency": args.concurrency, "workers": args.workers, "duration_s": args.duration, "startup_s": round(startup_s, 1),
                            "rows": rows, "errors": total_errors, "reload": {
                                "from": first["snapshot"], "to": after["snapshot"], "model_version": after["model_version"],
                                "export_s": round(switch.get("export_s", 0.0), 2),

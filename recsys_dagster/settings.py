@@ -36,6 +36,7 @@ variable                    meaning                                          def
 ``PORT``                    port of the HTTP service (``make serve``)          ``8000``
 ``RECSYS_SERVE_HOST``       address it listens on                            ``127.0.0.1``
 ``RECSYS_SERVE_POLL_S``     seconds between checks for a new snapshot        ``2``
+``RECSYS_SERVE_WORKERS``    service processes (each loads the snapshot)      ``1``
 ==========================  ===============================================  ==========================
 """
 
@@ -83,6 +84,8 @@ class Settings:
                                              "(RECSYS_RAY_GPUS)")
     serve_host: str = option("127.0.0.1", "address of the HTTP service (RECSYS_SERVE_HOST)")
     serve_port: int = option(8000, "port of the HTTP service (PORT)")
+    serve_workers: int = option(1, "processes of the HTTP service; each holds the snapshot in memory "
+                                   "(RECSYS_SERVE_WORKERS)")
     serve_poll_s: float = option(2.0, "seconds between the service's checks for a new serving snapshot "
                                       "(RECSYS_SERVE_POLL_S)")
     ray_python: str = option("python", "python executable on the Ray cluster, with this project installed "
@@ -159,6 +162,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         serve_host=env.get("RECSYS_SERVE_HOST") or "127.0.0.1",
         serve_port=_int(env, "PORT", 8000),
         serve_poll_s=_number(env, "RECSYS_SERVE_POLL_S", 2.0),
+        serve_workers=_int(env, "RECSYS_SERVE_WORKERS", 1),
     )
 
 

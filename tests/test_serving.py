@@ -160,3 +160,18 @@ def test_a_pipeline_writing_the_warehouse_neither_blocks_nor_breaks_the_service(
     finally:
         writer.kill()
         writer.wait()
+
+
+def test_texts_of_concurrent_requests_are_encoded_in_batches_with_the_same_vectors():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from recsys_dagster.core.text import EncoderConfig, TextEncoder
+    from recsys_dagster.serving.state import BatchEncoder
+
+    encoder = TextEncoder(EncoderConfig(device="cpu"))
+    texts = [f"I like {a} films and {b}" for a in ("war", "space", "silent", "noir") for b in ("jazz", "cats", "snow")]
+    batcher = BatchEncoder(encoder)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(batcher.encode_one, texts))
+    np.testing.assert_allclose(np.stack(got), encoder.encode(texts), atol=1e-5)
+    assert batcher.batches < len(texts)  # requests that waited together were encoded together

@@ -1,14 +1,15 @@
 """``python -m recsys_dagster.serving`` (what ``make serve`` runs): the HTTP service on
-``RECSYS_SERVE_HOST:PORT`` (default 127.0.0.1:8000) over the latest serving snapshot."""
+``RECSYS_SERVE_HOST:PORT`` (default 127.0.0.1:8000) over the latest serving snapshot, in
+``RECSYS_SERVE_WORKERS`` processes (default 1; each loads the snapshot and reloads on its own)."""
 
 from __future__ import annotations
 
 import logging
 
 
-def main() -> None:
+def build():
+    """The app of one worker process (uvicorn factory)."""
     import torch
-    import uvicorn
 
     from recsys_dagster.core.model_store import ModelStore
     from recsys_dagster.core.text import EncoderConfig, TextEncoder
@@ -25,7 +26,17 @@ def main() -> None:
                         settings.serve_poll_s).start()
     if reloader.state is None:
         logging.getLogger("recsys_dagster.serving").warning("not ready: %s", reloader.error)
-    uvicorn.run(create_app(reloader), host=settings.serve_host, port=settings.serve_port, log_level="warning")
+    return create_app(reloader)
+
+
+def main() -> None:
+    import uvicorn
+
+    from recsys_dagster.settings import load_settings
+
+    settings = load_settings()
+    uvicorn.run("recsys_dagster.serving.__main__:build", factory=True, host=settings.serve_host,
+                port=settings.serve_port, workers=settings.serve_workers, log_level="warning")
 
 
 if __name__ == "__main__":
