@@ -119,7 +119,8 @@ class LoopbackRayCluster:
             except Exception:  # noqa: BLE001 - the dashboard is still starting
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"Ray cluster: {self.nodes} nodes not alive after {timeout_s} s")
+                raise RuntimeError(f"Ray cluster: {self.nodes} nodes not alive after {timeout_s} s at {self.dashboard} "
+                                   "(the dashboard needs ray[default]: pip install -e '.[ray]')")
             time.sleep(1)
 
     def listeners(self) -> list[str]:
