@@ -17,6 +17,7 @@ JSON error ``{"error": {"code", "message"}}``, never a 500.
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from fastapi import FastAPI, Query, Request
@@ -32,6 +33,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_TEXT_BYTES = 10 * 1024
 MAX_ITEMS = 1000
 MAX_ID_LEN = 256
+SCORING_THREADS = 4
 _BAD_ID = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -108,8 +110,19 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(reloader: Reloader) -> FastAPI:
-    app = FastAPI(title="recsys_dagster recommendations", version="1",
+def create_app(reloader: Reloader, scoring_threads: int = SCORING_THREADS) -> FastAPI:
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        # Requests that score run in a small thread pool: dozens of threads would only fight
+        # over the GIL and the cores; the others wait in the queue instead (measured).
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = scoring_threads
+        yield
+
+    app = FastAPI(title="recsys_dagster recommendations", version="1", lifespan=lifespan,
                   description="Recommendations from the published model version (see README, Serving).")
     app.add_middleware(BodyLimit)
 
@@ -170,14 +183,21 @@ def create_app(reloader: Reloader) -> FastAPI:
         return JSONResponse(await run_in_threadpool(current.user_recommendations, user_id, k))
 
     @app.post("/v1/recommendations", summary="Recommendations for a new user from items and/or text")
-    def new_user(body: NewUser):
+    async def new_user(body: NewUser):
         if not body.items and not body.text:
             raise BadRequest("send `items` (item ids) and/or `text`")
-        return JSONResponse(state().new_user([str(i) for i in body.items], body.text, body.k))
+        current, items = state(), [str(i) for i in body.items]
+        current.check_new_user(items, body.text)
+        # the text waits for the encoder's next batch without holding a scoring thread
+        profile = await asyncio.wrap_future(current.encoder.submit(body.text)) if body.text else None
+        return JSONResponse(await run_in_threadpool(current.new_user, items, body.text, body.k, profile))
 
     @app.get("/v1/items/{item_id}/similar", summary="Similar items in the fused GNN + text space")
-    def similar(item_id: str, k: int = Query(10, ge=1, le=MAX_K)):
-        return JSONResponse(state().similar(check_id("item", item_id), k))
+    async def similar(item_id: str, k: int = Query(10, ge=1, le=MAX_K)):
+        current, item_id = state(), check_id("item", item_id)
+        if current.similar_is_cheap:  # a small catalogue: less work than a thread hop
+            return JSONResponse(current.similar(item_id, k))
+        return JSONResponse(await run_in_threadpool(current.similar, item_id, k))
 
     return app
 

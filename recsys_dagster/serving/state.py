@@ -65,6 +65,12 @@ class ServingState:
     encoder: BatchEncoder | None = None
 
     @property
+    def similar_is_cheap(self) -> bool:
+        """Whether one similar-items query is small work (< ~1 M multiply-adds)."""
+        _, gnn, _, text = self.similar_parts
+        return gnn.size + (text.size if text is not None else 0) <= 1_000_000
+
+    @property
     def info(self) -> dict:
         return {"model_version": self.version, "snapshot": self.export_id, "published_at": self.published_at}
 
@@ -107,18 +113,22 @@ class ServingState:
         return _rows(frame, self.names)
 
     # ---- new users ---------------------------------------------------------------------
-    def new_user(self, items: list[str], text: str | None, k: int) -> dict:
+    def check_new_user(self, items: list[str], text: str | None) -> None:
+        """Raise :class:`BadRequest` for a request :meth:`new_user` cannot answer."""
+        if text and (self.encoder is None or self.prod.scorer.item_text is None):
+            raise BadRequest(f"model version {self.version} has no text embeddings: send item ids")
+        if not text and not any(i in self.item_pos for i in items):
+            raise BadRequest(f"none of the items {list(dict.fromkeys(items))[:10]} is in model version "
+                             f"{self.version}; send known item ids and/or a text")
+
+    def new_user(self, items: list[str], text: str | None, k: int, profile: np.ndarray | None = None) -> dict:
+        """A new user's list; ``profile`` is ``text``'s vector when the caller encoded it."""
         from recsys_dagster.core.recommend import recommend_for_new_user
 
+        self.check_new_user(items, text)
         known = [i for i in dict.fromkeys(items) if i in self.item_pos]
         unknown = [i for i in dict.fromkeys(items) if i not in self.item_pos]
-        if not known and not text:
-            raise BadRequest(f"none of the items {unknown[:10]} is in model version {self.version}; send known item "
-                             "ids and/or a text")
-        profile = None
-        if text:
-            if self.encoder is None or self.prod.scorer.item_text is None:
-                raise BadRequest(f"model version {self.version} has no text embeddings: send item ids")
+        if text and profile is None:
             profile = self.encoder.encode_one(text)
         frame = recommend_for_new_user(self.prod.scorer, self.prod.data, self.explainer, known, profile, k)
         return {**self.info, "generated_at": _now(), "known_items": known, "unknown_items": unknown,
@@ -212,10 +222,14 @@ class BatchEncoder:
         self.batches = 0
         threading.Thread(target=self._loop, name="text-batcher", daemon=True).start()
 
-    def encode_one(self, text: str) -> np.ndarray:
+    def submit(self, text: str) -> Future:
+        """A future of ``text``'s vector (await it with ``asyncio.wrap_future``)."""
         done: Future = Future()
         self._queue.put((text, done))
-        return done.result(timeout=self.timeout_s)
+        return done
+
+    def encode_one(self, text: str) -> np.ndarray:
+        return self.submit(text).result(timeout=self.timeout_s)
 
     def _loop(self) -> None:
         while True:
