@@ -175,3 +175,14 @@ def test_texts_of_concurrent_requests_are_encoded_in_batches_with_the_same_vecto
         got = list(pool.map(batcher.encode_one, texts))
     np.testing.assert_allclose(np.stack(got), encoder.encode(texts), atol=1e-5)
     assert batcher.batches < len(texts)  # requests that waited together were encoded together
+
+
+def test_api_docs_work_offline(served):
+    """/docs loads the Swagger UI from the service itself, not from a CDN."""
+    _, _, _, client = served
+    page = client.get("/docs")
+    assert page.status_code == 200 and "cdn." not in page.text
+    assert client.get("/docs-static/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/docs-static/swagger-ui.css").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.0") and "/v1/recommendations" in spec["paths"]  # what Swagger UI 4 reads

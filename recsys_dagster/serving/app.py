@@ -122,9 +122,10 @@ def create_app(reloader: Reloader, scoring_threads: int = SCORING_THREADS) -> Fa
         anyio.to_thread.current_default_thread_limiter().total_tokens = scoring_threads
         yield
 
-    app = FastAPI(title="recsys_dagster recommendations", version="1", lifespan=lifespan,
-                  description="Recommendations from the published model version (see README, Serving).")
+    app = FastAPI(title="recsys_dagster recommendations", version="1", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, description="Recommendations from the published model version (see README, Serving).")
     app.add_middleware(BodyLimit)
+    docs_without_cdn(app)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -204,6 +205,25 @@ def create_app(reloader: Reloader, scoring_threads: int = SCORING_THREADS) -> Fa
 
 class _NotReady(Exception):
     pass
+
+
+def docs_without_cdn(app: FastAPI) -> None:
+    """``/docs`` with the Swagger UI files served by the service itself (the
+    ``swagger-ui-bundle`` package) instead of FastAPI's default CDN, so the page works on a
+    machine without internet access."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs-static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-static")
+    # the bundled Swagger UI (4.x) reads OpenAPI 3.0 documents; this schema uses nothing 3.1-only
+    app.openapi_version = "3.0.3"
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API docs",
+                                   swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-static/swagger-ui.css", swagger_favicon_url="")
 
 
 __all__ = ["create_app"]
