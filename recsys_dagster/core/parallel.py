@@ -4,8 +4,9 @@ Item text encoding and the top-K scoring of every user split into independent bl
 texts, of users). :func:`map_blocks` runs ``fn(shared, block)`` on each block — locally, or
 as Ray tasks with ``shared`` put in the object store once — and returns the results in
 block order, so both ways give the same output (tests check it). In ``ray`` mode the assets
-run it inside a Ray job launched through Dagster Pipes: :func:`write_map_job` writes the
-job folder, the job calls :func:`run_map_job`, the asset reads :func:`read_map_results`.
+run it inside a Ray job launched through Dagster Pipes (``LauncherResource.runner``):
+:func:`write_map_job` writes the job folder, the job calls :func:`run_map_job`, the asset
+reads :func:`read_map_results`.
 
 Ray is optional: nothing here imports it unless a map runs on Ray.
 """

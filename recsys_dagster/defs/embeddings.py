@@ -66,9 +66,8 @@ def item_text_embeddings(
     t0 = time.perf_counter()
     encoder = text_encoder.get("auto" if launcher.on_ray else compute.resolve())
     if launcher.on_ray:  # the workers pick their own device
-        encoder = BlockEncoder(encoder, lambda fn, shared, blocks: launcher.map_blocks(
-            context, launcher.job_dir(context, "item_text_embeddings"), fn, shared, blocks),
-            per_block=2000, min_blocks=launcher.ray_workers)
+        encoder = BlockEncoder(encoder, launcher.runner(context, "item_text_embeddings"), per_block=2000,
+                               min_blocks=launcher.ray_workers)
     with warehouse.get_connection() as conn:
         items = wh.read_table(conn, "items")
         emb = embed_items(conn, encoder, items)

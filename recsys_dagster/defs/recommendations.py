@@ -57,9 +57,8 @@ def fused_recommendations(context: dg.AssetExecutionContext, config: Recommendat
         vectors = wh.read_embeddings(conn, "user_behavior_embeddings", "user_id") \
             if wh.table_exists(conn, "user_behavior_embeddings") else None
     source = dataset.open()
-    scoring = block_top_k(lambda fn, shared, blocks: launcher.map_blocks(
-        context, launcher.job_dir(context, "fused_recommendations"), fn, shared, blocks),
-        min_blocks=launcher.ray_workers) if launcher.on_ray else top_k
+    scoring = block_top_k(launcher.runner(context, "fused_recommendations"), min_blocks=launcher.ray_workers) \
+        if launcher.on_ray else top_k
     recs = production_recommendations(tables, titles, version, RecommendConfig(**core_values(config, RecommendConfig)),
                                       vectors, "cpu" if launcher.on_ray else compute.resolve(),
                                       Verbs(source.verb, source.verb_positive), top_k_fn=scoring)

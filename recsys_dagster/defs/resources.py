@@ -104,16 +104,25 @@ class _LauncherBase(dg.ConfigurableResource):
                                                    "entrypoint_num_cpus": 0})
         return dict(invocation.get_materialize_result().metadata)
 
-    def map_blocks(self, context, job_dir, fn: str, shared, blocks) -> list:
-        """``[fn(shared, b) for b in blocks]`` (:mod:`recsys_dagster.core.parallel`): in this
-        process, or with the ``ray`` launcher as Ray tasks in a Ray job (same results)."""
-        from recsys_dagster.core.parallel import map_blocks, read_map_results, write_map_job
+    def runner(self, context, name: str):
+        """``run(fn, shared, blocks) -> [fn(shared, b) for b in blocks]`` as Ray tasks in a Ray
+        job (:mod:`recsys_dagster.core.parallel`; same results as locally), its files under
+        ``job_dir(context, name)``."""
+        from recsys_dagster.core.parallel import read_map_results, write_map_job
 
-        if not self.on_ray:
-            return map_blocks(fn, shared, blocks)
-        job = write_map_job(job_dir, fn, shared, blocks)
-        self.submit(context, "recsys_dagster.pipes.ray_tasks", {"job": job})
-        return read_map_results(job_dir)
+        def run(fn: str, shared, blocks) -> list:
+            job_dir = self.job_dir(context, name)
+            self.submit(context, "recsys_dagster.pipes.ray_tasks", {"job": write_map_job(job_dir, fn, shared, blocks)})
+            return read_map_results(job_dir)
+
+        return run
+
+    def training_device(self, compute) -> str:
+        """The device ``gnn_model`` trains on: the Ray workers' (CUDA when they get GPUs), else
+        the compute resource's."""
+        if self.on_ray:
+            return "cuda" if self.ray_gpus_per_worker > 0 else "cpu"
+        return compute.resolve()
 
     def job_dir(self, context, name: str) -> Path:
         """The folder of one Ray job of this run (under ``jobs_dir``)."""

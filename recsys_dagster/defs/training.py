@@ -103,13 +103,12 @@ def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehou
     from recsys_dagster.core.tuning import resolve
 
     t0, reported = time.perf_counter(), {}
-    ray = launcher.on_ray
-    device = ("cuda" if launcher.ray_gpus_per_worker > 0 else "cpu") if ray else compute.resolve()
     with warehouse.get_connection() as conn:
-        train_config = config.to_train_config(device, resolve(wh.read_table(conn, "model_hyperparameters")))
+        train_config = config.to_train_config(launcher.training_device(compute),
+                                              resolve(wh.read_table(conn, "model_hyperparameters")))
         tables = read_tables(conn, window_days=train_config.window_days)
     store = model_store.store()
-    trainer = ray_trainer(context, launcher, launcher.job_dir(context, "gnn_model"), reported) if ray else None
+    trainer = ray_trainer(context, launcher, launcher.job_dir(context, "gnn_model"), reported) if launcher.on_ray else None
     with mlflow_tracking.training_run(context, train_config, config.warm_start) as tracking:
         fit = fit_version(tables, train_config, store, config.warm_start, log=context.log.info,
                           on_epoch=tracking.log_epoch, extra={**tracking.ids, "launcher": launcher.launcher},
