@@ -1,4 +1,4 @@
-"""Command-line helpers: ``python -m recsys_dagster.cli span|summary|replay``."""
+"""Command-line helpers: ``python -m recsys_dagster.cli span|summary|replay|forget-user|token|retokenize``."""
 
 import argparse
 import sys
@@ -41,6 +41,7 @@ SUMMARY_TABLES = [
     "items", "users", "raw_interactions", "cleaned_interactions", "interactions_quarantine", "metadata_quarantine",
     "kg_entities", "kg_relations", "kg_triples", "text_embedding_cache", "item_text_embeddings",
     "user_behavior_embeddings", "fused_recommendations", "evaluation_metrics", "model_hyperparameters",
+    "forgotten_users", "privacy_audit",
 ]
 
 
@@ -114,6 +115,82 @@ def replay(days: int = 1, day: str | None = None, reset: bool = False) -> list[s
     return landed
 
 
+def forget_user(user_ids: list[str], compact: bool = True) -> None:
+    """Forget users everywhere (see :mod:`recsys_dagster.core.privacy.forget`); ids may be raw
+    (tokenized with the configured key) or tokens."""
+    from pathlib import Path
+
+    from recsys_dagster.core.model_store import ModelStore
+    from recsys_dagster.core.privacy.forget import forget_in_warehouse
+    from recsys_dagster.core.privacy.pseudonyms import stored_form
+    from recsys_dagster.settings import pseudonymizer
+
+    s = load_settings()
+    if not Path(s.warehouse).is_file():
+        raise SystemExit(f"no warehouse at {s.warehouse}: nothing to forget (set RECSYS_HOME / RECSYS_WAREHOUSE)")
+    report = forget_in_warehouse(s.warehouse, stored_form(user_ids, pseudonymizer()), ModelStore(s.models_dir),
+                                 s.tracking_uri, (Path(s.home) / "ray_jobs",), compact=compact)
+    print(report.summary())
+    if report.already_forgotten:
+        print(f"{report.already_forgotten} of them had been forgotten before")
+    print("next: daily_refresh (or make rebuild) trains and publishes a model without them")
+
+
+def token(user_ids: list[str]) -> None:
+    """Print each user id's stored form (its token under the configured key, or the id when
+    there is none) and its tombstone digest (what forgotten_users and privacy_audit hold)."""
+    from recsys_dagster.core.privacy.forget import tombstone_of
+    from recsys_dagster.core.privacy.pseudonyms import stored_form
+    from recsys_dagster.settings import pseudonymizer
+
+    pseudo = pseudonymizer()
+    if pseudo is None:
+        print("note: no pseudonymization key (RECSYS_PSEUDONYMIZE_KEY[_FILE]): ids are stored raw", file=sys.stderr)
+    print("user_id\tstored_as\ttombstone")
+    for u, stored in zip(user_ids, stored_form(user_ids, pseudo), strict=True):
+        print(f"{u}\t{stored}\t{tombstone_of(stored)}")
+
+
+def retokenize() -> None:
+    """Move the warehouse to the configured key (or to raw ids when none is set); the old key
+    comes from RECSYS_PSEUDONYMIZE_OLD_KEY / RECSYS_PSEUDONYMIZE_OLD_KEY_FILE (unset: the
+    warehouse held raw ids)."""
+    from pathlib import Path
+
+    import duckdb
+    from filelock import FileLock
+
+    from recsys_dagster.core.datasets import open_dataset
+    from recsys_dagster.core.model_store import ModelStore
+    from recsys_dagster.core.privacy.forget import compact_warehouse
+    from recsys_dagster.core.privacy.pseudonyms import Pseudonymizer, read_key
+    from recsys_dagster.core.privacy.rekey import rekey, source_user_ids
+    from recsys_dagster.settings import pseudonymizer
+
+    s = load_settings()
+    old_key = read_key(name="RECSYS_PSEUDONYMIZE_OLD_KEY")
+    old, new = (Pseudonymizer(old_key) if old_key else None), pseudonymizer()
+    raw = open_dataset(s.dataset, mirror_dir=s.data_dir, download_dir=s.download_dir,
+                       verify_checksums=s.verify_checksums, snapshot_date=s.snapshot_date)
+    ids = source_user_ids(raw, s.landing if s.source == "landing" else None)
+    with FileLock(f"{s.warehouse}.lock", timeout=1800):
+        conn = duckdb.connect(s.warehouse)
+        try:
+            report = rekey(conn, ids, old, new, ModelStore(s.models_dir), s.tracking_uri)
+        finally:
+            conn.close()
+        if report.old_space != report.new_space and Path(s.warehouse).is_file():
+            compact_warehouse(s.warehouse)
+    if report.old_space == report.new_space:
+        print(f"nothing to do: the warehouse is already in id space {report.new_space}")
+        return
+    print(f"re-tokenized {report.old_space} -> {report.new_space}: {report.ids_mapped} source ids mapped, rows "
+          f"rewritten {sum(report.rows_rewritten.values())}, unmappable rows deleted {report.rows_deleted_unmapped}, "
+          f"tombstones left in the old form {report.tombstones_unmapped}, model versions invalidated "
+          f"{report.versions_invalidated}")
+    print("next: daily_refresh (or make rebuild) trains a model in the new id space")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recsys_dagster.cli")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,8 +204,30 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--days", type=int, default=1, help="how many event days to land (default 1)")
     rp.add_argument("--day", help="land exactly this day (YYYY-MM-DD)")
     rp.add_argument("--reset", action="store_true", help="empty the landing folder first")
+    fu = sub.add_parser("forget-user", help="forget users: every table, model version and MLflow run; tombstone; audit")
+    fu.add_argument("user_ids", nargs="+", metavar="USER_ID", help="raw ids (tokenized with the key) or tokens")
+    fu.add_argument("--no-compact", action="store_true", help="skip rewriting the DuckDB file afterwards")
+    tk = sub.add_parser("token", help="print user ids' pseudonyms under the configured key and tombstone digests")
+    tk.add_argument("user_ids", nargs="+", metavar="USER_ID")
+    sub.add_parser("retokenize", help="move the warehouse to the configured key (old key: "
+                                      "RECSYS_PSEUDONYMIZE_OLD_KEY[_FILE])")
     args = parser.parse_args(argv)
-    if args.command == "replay":
+    from recsys_dagster.core.privacy import PrivacyError
+
+    try:
+        return _run(args)
+    except PrivacyError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _run(args) -> int:
+    if args.command == "forget-user":
+        forget_user(args.user_ids, compact=not args.no_compact)
+    elif args.command == "token":
+        token(args.user_ids)
+    elif args.command == "retokenize":
+        retokenize()
+    elif args.command == "replay":
         replay(args.days, args.day, args.reset)
     elif args.command == "run-config":
         import json

@@ -26,6 +26,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from recsys_dagster.defs.knowledge_graph import KG_CHECKS, knowledge_graph
     from recsys_dagster.defs.mlflow_resource import MLflowResource
     from recsys_dagster.defs.partitions import event_partitions
+    from recsys_dagster.defs.privacy import forget_users
     from recsys_dagster.defs.recommendations import (
         fused_recommendations,
         recommendations_are_valid,
@@ -55,7 +56,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets=assets,
         asset_checks=[*INGESTION_CHECKS, *KG_CHECKS, *EMBEDDING_CHECKS, fused_model_quality_gate,
                       recommendations_are_valid],
-        jobs=list(jobs.values()),
+        jobs=[*jobs.values(), forget_users],
         schedules=[build_refresh_schedule(jobs["daily_refresh"], partitions_def, settings.refresh_cron,
                                           settings.timezone, settings.source, settings.landing),
                    dg.ScheduleDefinition(name="weekly_tuning_schedule", job=jobs["tune_hyperparameters"],

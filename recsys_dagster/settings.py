@@ -37,6 +37,11 @@ variable                    meaning                                          def
 ``RECSYS_SERVE_HOST``       address it listens on                            ``127.0.0.1``
 ``RECSYS_SERVE_POLL_S``     seconds between checks for a new snapshot        ``2``
 ``RECSYS_SERVE_WORKERS``    service processes (each loads the snapshot)      ``1``
+``RECSYS_PSEUDONYMIZE_KEY`` key of the user-id pseudonyms (HMAC-SHA256);     unset (raw ids)
+                            or ``RECSYS_PSEUDONYMIZE_KEY_FILE``: a file
+                            holding it. Read from the environment only
+``RECSYS_RETENTION_DAYS``   drop raw_interactions rows this many days older  unset (keep)
+                            than the newest cleaned day
 ==========================  ===============================================  ==========================
 """
 
@@ -88,6 +93,8 @@ class Settings:
                                    "(RECSYS_SERVE_WORKERS)")
     serve_poll_s: float = option(2.0, "seconds between the service's checks for a new serving snapshot "
                                       "(RECSYS_SERVE_POLL_S)")
+    retention_days: int | None = option(None, "drop raw_interactions rows more than this many days older than the "
+                                              "newest cleaned day, after cleaning (RECSYS_RETENTION_DAYS; unset: keep)")
     ray_python: str = option("python", "python executable on the Ray cluster, with this project installed "
                                        "(RECSYS_RAY_PYTHON)")
 
@@ -102,6 +109,8 @@ class Settings:
             raise ValueError(f"Ray workers must be >= 1 and CPUs/GPUs per worker >= 0 (RECSYS_RAY_WORKERS="
                              f"{self.ray_workers}, RECSYS_RAY_CPUS={self.ray_cpus_per_worker}, "
                              f"RECSYS_RAY_GPUS={self.ray_gpus_per_worker})")
+        if self.retention_days is not None and self.retention_days < 1:
+            raise ValueError(f"RECSYS_RETENTION_DAYS={self.retention_days}: expected a number of days >= 1 (unset: keep)")
         if self.partitions_end not in ("span", "open"):
             try:
                 dt.date.fromisoformat(self.partitions_end)
@@ -117,6 +126,11 @@ class Settings:
         return str(Path(self.home) / "downloads")
 
     @property
+    def tracking_uri(self) -> str:
+        """``MLFLOW_TRACKING_URI``, else the SQLite store under ``home`` (as the MLflow resource)."""
+        return self.mlflow_tracking_uri or f"sqlite:///{Path(self.home).resolve() / 'mlflow.db'}"
+
+    @property
     def landing(self) -> str:
         return self.landing_dir or str(Path(self.home) / "landing")
 
@@ -126,11 +140,21 @@ class Settings:
         return str(Path(self.home) / "models" / "gnn_model")
 
     def open_dataset(self):
-        """The configured dataset (:func:`recsys_dagster.core.datasets.open_dataset`)."""
+        """The configured dataset (:func:`recsys_dagster.core.datasets.open_dataset`), its
+        readers pseudonymizing user ids when a key is configured (read from the environment
+        here, never kept in settings, resources or run config)."""
         from recsys_dagster.core.datasets import open_dataset
 
         return open_dataset(self.dataset, mirror_dir=self.data_dir, download_dir=self.download_dir,
-                            verify_checksums=self.verify_checksums, snapshot_date=self.snapshot_date)
+                            verify_checksums=self.verify_checksums, snapshot_date=self.snapshot_date,
+                            pseudonymizer=pseudonymizer())
+
+
+def pseudonymizer():
+    """The pseudonymizer of ``RECSYS_PSEUDONYMIZE_KEY`` / ``RECSYS_PSEUDONYMIZE_KEY_FILE``, or None."""
+    from recsys_dagster.core.privacy import pseudonymizer_from_env
+
+    return pseudonymizer_from_env()
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -163,6 +187,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         serve_port=_int(env, "PORT", 8000),
         serve_poll_s=_number(env, "RECSYS_SERVE_POLL_S", 2.0),
         serve_workers=_int(env, "RECSYS_SERVE_WORKERS", 1),
+        retention_days=_int(env, "RECSYS_RETENTION_DAYS", None),
     )
 
 

@@ -22,9 +22,10 @@ class FitOutcome:
 
 
 def warm_start_parent(store: ModelStore, split_fingerprint: str, log: Callable[[str], None] = print) -> ModelVersion | None:
-    """The version to continue from: published, else latest, and only on the same split."""
+    """The version to continue from: published, else latest, and only on the same split
+    (never an invalidated one: it trained on a forgotten user)."""
     for candidate in (store.published(), store.latest()):
-        if candidate is None:
+        if candidate is None or candidate.invalidated:
             continue
         if candidate.split_fingerprint == split_fingerprint:
             return candidate

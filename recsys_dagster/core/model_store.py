@@ -72,7 +72,12 @@ class ModelVersion:
 
     @property
     def published(self) -> bool:
-        return bool(self.manifest.get("published_at"))
+        return bool(self.manifest.get("published_at")) and not self.invalidated
+
+    @property
+    def invalidated(self) -> bool:
+        """Invalidated (e.g. it trained on a forgotten user): never served or warm-started from."""
+        return bool(self.manifest.get("invalidated"))
 
     @property
     def mlflow_run_id(self) -> str | None:
@@ -135,6 +140,24 @@ class ModelStore:
             _write_atomic(self.root / "PUBLISHED", version)
         return mv
 
+    def invalidate(self, version: str, reason: str) -> ModelVersion:
+        """Mark a version unusable and delete its files that hold ids or weights (weights,
+        training pairs, serving snapshots); the manifest stays as the record. Pointers to it
+        (``PUBLISHED``, ``SERVING``) are removed."""
+        import shutil
+
+        from recsys_dagster.core.snapshot import POINTER, SNAPSHOT_DIR
+
+        mv = self.get(version)
+        for name in (WEIGHTS, TRAIN_PAIRS):
+            (mv.path / name).unlink(missing_ok=True)
+        shutil.rmtree(mv.path / SNAPSHOT_DIR, ignore_errors=True)
+        for pointer in ("PUBLISHED", POINTER):
+            path = self.root / pointer
+            if path.is_file() and path.read_text().strip().split("/")[0] == version:
+                path.unlink()
+        return self.update(version, invalidated={"at": _now(), "reason": reason})
+
     # ---- reading ------------------------------------------------------------------------
     def get(self, version: str) -> ModelVersion:
         if not version or "/" in version or "\\" in version or version.startswith("."):
@@ -166,7 +189,7 @@ class ModelStore:
     def published(self) -> ModelVersion | None:
         """The version that serves: the newest one that passed the quality gate."""
         mv = self._pointer("PUBLISHED")
-        return mv if mv is not None and (mv.gate or {}).get("passed") else None
+        return mv if mv is not None and (mv.gate or {}).get("passed") and not mv.invalidated else None
 
     def require_published(self) -> ModelVersion:
         mv = self.published()
@@ -198,7 +221,9 @@ class ModelStore:
     def train_pairs(self, version: str) -> pd.DataFrame:
         path = self.get(version).path / TRAIN_PAIRS
         if not path.is_file():
-            raise ModelStoreError(f"model version {version!r} has no {TRAIN_PAIRS}: its training data is unknown")
+            why = (f"it was invalidated ({self.get(version).manifest['invalidated']['reason']})"
+                   if self.get(version).invalidated else "its training data is unknown")
+            raise ModelStoreError(f"model version {version!r} has no {TRAIN_PAIRS}: {why}")
         return pd.read_parquet(path)
 
     def load(self, version: str, data, device: str = "cpu"):

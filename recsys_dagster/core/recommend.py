@@ -235,7 +235,7 @@ class Recommendations:
     n_items: int
     users_without_stored_vector: int
 
-    def summary(self, titles: pd.Series, sample_users: int = 3, per_user: int = 5) -> dict:
+    def summary(self, titles: pd.Series, sample_users: int = 3, per_user: int = 5, mask_users: bool = False) -> dict:
         """Coverage, evidence kinds and a few users' lists with reasons (the asset's metadata)."""
         from recsys_dagster.core.explain import display_names, kind_of
 
@@ -245,6 +245,8 @@ class Recommendations:
         sample["item"] = display_names(sample["item_id"], titles)
         sample["item"] = sample["item"].map(escape_md)
         sample["score"] = sample["score"].round(3)
+        if mask_users:  # pseudonyms stay out of Dagster's (permanent) event log
+            sample["user_id"] = sample["user_id"].astype(str).str[:6] + "…"
         kinds = recs["evidence"].map(kind_of).value_counts()
         return {"users": int(recs["user_id"].nunique()), "distinct_items": int(recs["item_id"].nunique()),
                 "catalog_coverage": round(recs["item_id"].nunique() / max(self.n_items, 1), 4),

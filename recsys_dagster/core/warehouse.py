@@ -25,6 +25,7 @@ class TableSpec:
     replace_by: tuple[str, ...] = ()
     primary_key: tuple[str, ...] = ()
     doc: str = ""
+    personal: bool = False  # rows belong to the user in the ``user_id`` column (forget-user deletes them)
 
     @property
     def names(self) -> list[str]:
@@ -41,10 +42,10 @@ class TableSpec:
 
 
 def _spec(name: str, columns: str, replace_by: tuple[str, ...] = (), primary_key: tuple[str, ...] = (),
-          doc: str = "") -> TableSpec:
+          doc: str = "", personal: bool = False) -> TableSpec:
     cols = tuple((part.split(maxsplit=1)[0].strip('"'), part.split(maxsplit=1)[1].strip())
                  for part in columns.split(","))
-    return TableSpec(name, cols, replace_by, primary_key, doc)
+    return TableSpec(name, cols, replace_by, primary_key, doc, personal)
 
 
 _DAY = ("event_date",)
@@ -53,16 +54,18 @@ _DAY = ("event_date",)
 TABLES: dict[str, TableSpec] = {t.name: t for t in (
     _spec("raw_interactions", """source_file VARCHAR, source_row BIGINT, user_id VARCHAR, item_id VARCHAR,
           rating VARCHAR, "timestamp" VARCHAR, raw_line VARCHAR, parse_error VARCHAR, event_date DATE""", _DAY,
-          doc="one row per landed line, all text (raw means raw)"),
+          doc="one row per landed line, all text (raw means raw)", personal=True),
     _spec("cleaned_interactions", """user_id VARCHAR, item_id VARCHAR, ts TIMESTAMP, rating DOUBLE,
-          event_date DATE, source_file VARCHAR, source_row BIGINT""", _DAY),
+          event_date DATE, source_file VARCHAR, source_row BIGINT""", _DAY, personal=True),
     _spec("interactions_quarantine", """source_file VARCHAR, source_row BIGINT, user_id VARCHAR, item_id VARCHAR,
-          rating VARCHAR, "timestamp" VARCHAR, raw_line VARCHAR, reason VARCHAR, event_date DATE""", _DAY),
+          rating VARCHAR, "timestamp" VARCHAR, raw_line VARCHAR, reason VARCHAR, event_date DATE""", _DAY, personal=True),
     _spec("items", """item_id VARCHAR, title VARCHAR, year INTEGER, genres VARCHAR[], tags VARCHAR[],
           description VARCHAR, attributes JSON"""),
-    _spec("users", "user_id VARCHAR, age INTEGER, gender VARCHAR, occupation VARCHAR, zip_code VARCHAR, attributes JSON"),
+    _spec("users", "user_id VARCHAR, age INTEGER, gender VARCHAR, occupation VARCHAR, zip_code VARCHAR, attributes JSON",
+          personal=True),
     _spec("metadata_quarantine", """"table" VARCHAR, source_file VARCHAR, source_row BIGINT, raw_line VARCHAR,
-          reason VARCHAR""", ("table",)),
+          reason VARCHAR, user_id VARCHAR""", ("table",), personal=True,
+          doc="rejected catalogue/user rows; user_id: the rejected users row's id (users table only)"),
     _spec("kg_entities", "entity_id BIGINT, entity_key VARCHAR, kind VARCHAR, name VARCHAR"),
     _spec("kg_relations", "relation_id BIGINT, name VARCHAR, source VARCHAR"),
     _spec("kg_triples", "head BIGINT, relation BIGINT, tail BIGINT"),
@@ -71,15 +74,27 @@ TABLES: dict[str, TableSpec] = {t.name: t for t in (
           primary_key=("model_id", "text_sha256"), doc="encoder outputs by (model id, sha256 of the text)"),
     _spec("item_text_embeddings", "item_id VARCHAR, model_id VARCHAR, text_sha256 VARCHAR, text VARCHAR, embedding FLOAT[]"),
     _spec("user_behavior_embeddings", """user_id VARCHAR, method VARCHAR, model_id VARCHAR, n_interactions BIGINT,
-          embedding FLOAT[]"""),
+          embedding FLOAT[]""", personal=True),
     _spec("evaluation_metrics", """run_id VARCHAR, model_version VARCHAR, split_fingerprint VARCHAR, protocol VARCHAR,
           model VARCHAR, params VARCHAR, slice VARCHAR, metric VARCHAR, k INTEGER, value DOUBLE, created_at TIMESTAMP""",
           ("run_id",)),
     _spec("fused_recommendations", """user_id VARCHAR, rank INTEGER, item_id VARCHAR, score DOUBLE, gnn_score DOUBLE,
-          text_score DOUBLE, reason VARCHAR, evidence VARCHAR, model_version VARCHAR, generated_at TIMESTAMP""", ("model_version",)),
+          text_score DOUBLE, reason VARCHAR, evidence VARCHAR, model_version VARCHAR, generated_at TIMESTAMP""", ("model_version",),
+          personal=True),
     _spec("model_hyperparameters", """model VARCHAR, params VARCHAR, valid_ndcg DOUBLE, trials VARCHAR,
           split_fingerprint VARCHAR, tuned_at TIMESTAMP""", ("tuned_at",)),
+    _spec("privacy_state", "name VARCHAR, value VARCHAR, updated_at TIMESTAMP",
+          doc="id_space: the pseudonymization key's fingerprint, or 'off' (raw user ids)"),
+    _spec("forgotten_users", "user_id VARCHAR, forgotten_at TIMESTAMP", primary_key=("user_id",),
+          doc="tombstones: user_id is a one-way digest of the forgotten id (privacy.forget.tombstone_of); "
+              "ingestion skips matching rows"),
+    _spec("privacy_audit", """at TIMESTAMP, action VARCHAR, user_id VARCHAR, detail VARCHAR""",
+          doc="one line per privacy action (forget, invalidate_models, retokenize, retention); user_id: the "
+              "tombstone digest, never a raw id or a token"),
 )}
+
+#: Tables whose rows belong to one user (``user_id``); the KG's user entities are handled apart.
+PERSONAL_TABLES = tuple(name for name, spec in TABLES.items() if spec.personal)
 
 
 def columns_of(table: str, exclude: tuple[str, ...] = ()) -> list[str]:

@@ -47,6 +47,9 @@ def graded_version(context: dg.AssetExecutionContext, store):
     version = store.get(produced.value) if produced is not None else store.latest()
     if version is None:
         raise dg.Failure("evaluation_metrics needs a trained gnn_model: materialize it first")
+    if version.invalidated:
+        raise dg.Failure(f"model version {version.version} was invalidated ({version.manifest['invalidated']['reason']}): "
+                         "materialize gnn_model again")
     return version
 
 

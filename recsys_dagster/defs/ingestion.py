@@ -17,10 +17,19 @@ def _metadata_asset(name: str, reader: str, doc: str):
     @dg.asset(name=name, group_name=GROUP, kinds={"duckdb", "python"}, pool=WAREHOUSE_POOL, retry_policy=IO_RETRY,
               description=doc)
     def _asset(context: dg.AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource):
+        from recsys_dagster.core.privacy import check_key
+        from recsys_dagster.core.privacy.forget import skip_forgotten
+
         t0 = time.perf_counter()
         frame, rejects = getattr(dataset.open(), reader)()
         rejects = rejects.assign(table=name)
+        skipped = 0
         with warehouse.get_connection() as conn:
+            if personal := wh.TABLES[name].personal:
+                check_key(conn, dataset.pseudonymizer())
+                frame, skipped = skip_forgotten(conn, frame)
+                rejects, rejected_skipped = skip_forgotten(conn, rejects)
+                skipped += rejected_skipped
             wh.write(conn, name, frame)
             wh.write(conn, "metadata_quarantine", rejects, table=name)
         if len(rejects):
@@ -29,8 +38,9 @@ def _metadata_asset(name: str, reader: str, doc: str):
             metadata={
                 "dagster/row_count": len(frame),
                 "rows_quarantined": len(rejects),
+                **({"rows_of_forgotten_users_skipped": skipped} if personal else {}),
                 "seconds": round(time.perf_counter() - t0, 3),
-                "preview": preview(frame),
+                "preview": preview(frame, dataset.pseudonymizer() is not None),
             }
         )
 
@@ -63,12 +73,17 @@ def build_ingestion_assets(partitions_def: dg.PartitionsDefinition) -> list:
         timestamp land in the dataset's last day, where cleaning quarantines them) or, with
         ``RECSYS_SOURCE=landing``, the files landed under ``landing/<day>/``. Single-run
         backfills: one file scan and one delete+insert for the whole range."""
+        from recsys_dagster.core.privacy import check_key
+        from recsys_dagster.core.privacy.forget import skip_forgotten
+
         t0 = time.perf_counter()
         start, end = partition_days(context)
         in_range = dataset.raw_interactions(start, end)
         if dataset.source == "landing" and in_range.empty:
             context.log.warning(f"no files landed for {start}..{end} in {dataset.landing_dir}: the partition is now empty")
         with warehouse.get_connection() as conn:
+            check_key(conn, dataset.pseudonymizer())
+            in_range, skipped = skip_forgotten(conn, in_range)
             wh.replace_partition(conn, {"raw_interactions": in_range}, start, end)
         files = sorted(in_range["source_file"].unique().tolist()) if len(in_range) else []
         return dg.MaterializeResult(
@@ -78,8 +93,9 @@ def build_ingestion_assets(partitions_def: dg.PartitionsDefinition) -> list:
                 "source": dataset.source,
                 "source_files": ", ".join(files[:10]) + (f" (+{len(files) - 10} more)" if len(files) > 10 else ""),
                 "malformed_lines": int(in_range["parse_error"].notna().sum()),
+                "rows_of_forgotten_users_skipped": skipped,
                 "seconds": round(time.perf_counter() - t0, 3),
-                "preview": preview(in_range.drop(columns=["raw_line"])),
+                "preview": preview(in_range.drop(columns=["raw_line"]), dataset.pseudonymizer() is not None),
             }
         )
 
@@ -99,11 +115,15 @@ def build_ingestion_assets(partitions_def: dg.PartitionsDefinition) -> list:
         quarantined for every partition (asset check). The rating is kept: conversion to
         implicit feedback happens downstream."""
         from recsys_dagster.core.cleaning import CleaningConfig, clean_interactions
+        from recsys_dagster.core.privacy.retention import apply_retention, dropped_days_without_raw
 
         t0 = time.perf_counter()
         start, end = partition_days(context)
         with warehouse.get_connection() as conn:
             wh.ensure_table(conn, "raw_interactions")
+            if dropped_days_without_raw(conn, start, end):
+                raise dg.Failure(f"the raw rows of {start}..{end} were dropped by RECSYS_RETENTION_DAYS: materialize "
+                                 "raw_interactions for these partitions first (it re-reads the source)")
             raw = conn.execute(
                 "SELECT * FROM raw_interactions WHERE event_date BETWEEN ? AND ? ORDER BY source_file, source_row",
                 [start, end],
@@ -116,6 +136,7 @@ def build_ingestion_assets(partitions_def: dg.PartitionsDefinition) -> list:
             )
             cleaned, quarantine = clean_interactions(raw, start, end, config)
             wh.replace_partition(conn, {"cleaned_interactions": cleaned, "interactions_quarantine": quarantine}, start, end)
+            cutoff, dropped = apply_retention(conn, dataset.retention_days)
         reasons = quarantine["reason"].value_counts().to_dict()
         if len(quarantine):
             context.log.warning(f"{len(quarantine)} of {len(raw)} raw rows quarantined: {reasons}")
@@ -128,8 +149,9 @@ def build_ingestion_assets(partitions_def: dg.PartitionsDefinition) -> list:
                 "quarantine_reasons": counts_table(reasons),
                 "users": int(cleaned["user_id"].nunique()),
                 "items": int(cleaned["item_id"].nunique()),
+                **({"raw_rows_dropped_by_retention": dropped, "raw_retained_from": str(cutoff)} if cutoff else {}),
                 "seconds": round(time.perf_counter() - t0, 3),
-                "preview": preview(cleaned),
+                "preview": preview(cleaned, dataset.pseudonymizer() is not None),
             }
         )
 

@@ -48,7 +48,7 @@ def knowledge_graph(context: dg.AssetExecutionContext, dataset: DatasetResource,
             "items_linked_to_external_kg": linked,
             "share_items_linked": round(linked / max(len(items), 1), 4),
             "rows_quarantined": len(kg.rejects),
-            "relations_preview": preview(kg.relations, 40),
+            "relations_preview": preview(kg.relations, rows=40),
             "seconds": round(time.perf_counter() - t0, 3),
         }
     )

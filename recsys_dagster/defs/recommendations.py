@@ -64,7 +64,7 @@ def fused_recommendations(context: dg.AssetExecutionContext, config: Recommendat
                                       Verbs(source.verb, source.verb_positive), top_k_fn=scoring)
     with warehouse.get_connection() as conn:
         wh.write(conn, "fused_recommendations", recs.frame, model_version=version.version)
-    summary = recs.summary(titles)
+    summary = recs.summary(titles, mask_users=dataset.pseudonymizer() is not None)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(recs.frame), "users": summary["users"], "distinct_items": summary["distinct_items"],
         "catalog_coverage": summary["catalog_coverage"], "alpha": recs.fusion["alpha"], "beta": recs.fusion["beta"],
@@ -92,9 +92,12 @@ def serving_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseReso
         version = store.require_published()
     except ModelStoreError as exc:
         raise dg.Failure(str(exc)) from None
+    from recsys_dagster.core.privacy.pseudonyms import id_space
+
     source = dataset.open()
     with warehouse.get_connection() as conn:
-        manifest = export_snapshot(conn, store, version, {"verb": source.verb, "verb_positive": source.verb_positive})
+        manifest = export_snapshot(conn, store, version, {"verb": source.verb, "verb_positive": source.verb_positive,
+                                                          "id_space": id_space(dataset.pseudonymizer())})
     context.log.info(f"serving snapshot {version.version}/{manifest['export_id']}")
     return dg.MaterializeResult(metadata={
         "model_version": version.version, "export_id": manifest["export_id"],

@@ -58,6 +58,13 @@ class _DatasetResourceBase(dg.ConfigurableResource):
     def open(self):
         return self.settings().open_dataset()
 
+    def pseudonymizer(self):
+        """The pseudonymizer of the environment's key (never a config field: the key must not
+        reach run config, metadata or the UI), or None."""
+        from recsys_dagster.settings import pseudonymizer
+
+        return pseudonymizer()
+
     @classmethod
     def from_settings(cls, s: Settings):
         return cls(**{name: getattr(s, name) for name in cls.model_fields})
@@ -68,7 +75,7 @@ class _DatasetResourceBase(dg.ConfigurableResource):
 DatasetResource = derive_config(
     "DatasetResource", "Where interactions and metadata come from (see recsys_dagster.settings).",
     config_fields(Settings, include=("dataset", "data_dir", "home", "verify_checksums", "snapshot_date", "source",
-                                     "landing_dir")), base=_DatasetResourceBase)
+                                     "landing_dir", "retention_days")), base=_DatasetResourceBase)
 
 
 class ModelStoreResource(dg.ConfigurableResource):

@@ -179,9 +179,10 @@ def create_app(reloader: Reloader, scoring_threads: int = SCORING_THREADS) -> Fa
     @app.get("/v1/users/{user_id}/recommendations", summary="A known user's recommendations")
     async def user_recommendations(user_id: str, k: int = Query(10, ge=1, le=MAX_K)):
         current, user_id = state(), check_id("user", user_id)
-        if current.is_stored(user_id, k):
-            return Response(current.user_recommendations_json(user_id, k), media_type="application/json")
-        return JSONResponse(await run_in_threadpool(current.user_recommendations, user_id, k))
+        stored = current.stored_id(user_id)  # the token when the pipeline pseudonymizes
+        if current.is_stored(stored, k, user_id):
+            return Response(current.user_recommendations_json(stored, k, user_id), media_type="application/json")
+        return JSONResponse(await run_in_threadpool(current.user_recommendations, stored, k, user_id))
 
     @app.post("/v1/recommendations", summary="Recommendations for a new user from items and/or text")
     async def new_user(body: NewUser):

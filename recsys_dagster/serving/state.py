@@ -63,6 +63,13 @@ class ServingState:
     item_entities: list
     similar_parts: tuple  # (w_gnn, gnn unit vectors, w_text, text unit vectors or None)
     encoder: BatchEncoder | None = None
+    pseudonymizer: object = None  # maps the caller's raw user ids to the snapshot's tokens
+
+    def stored_id(self, user_id: str) -> str:
+        """The id as the snapshot stores it: its token under the service's key (a token passes)."""
+        from recsys_dagster.core.privacy.pseudonyms import stored_form
+
+        return stored_form([user_id], self.pseudonymizer)[0]
 
     @property
     def similar_is_cheap(self) -> bool:
@@ -75,27 +82,28 @@ class ServingState:
         return {"model_version": self.version, "snapshot": self.export_id, "published_at": self.published_at}
 
     # ---- known users -------------------------------------------------------------------
-    def _stored(self, user_id: str) -> list[str]:
+    def _stored(self, user_id: str, shown: str | None = None) -> list[str]:
         rows = self.stored.get(user_id)
         if rows is None:
-            raise UnknownId(f"unknown user {user_id!r}: not in model version {self.version}. For a new user, "
+            raise UnknownId(f"unknown user {shown or user_id!r}: not in model version {self.version}. For a new user, "
                             "POST /v1/recommendations with the items they interacted with and/or a text")
         return rows
 
-    def is_stored(self, user_id: str, k: int) -> bool:
-        """Whether the stored list answers ``k`` (else it is scored live, which takes CPU)."""
-        rows = self._stored(user_id)
+    def is_stored(self, user_id: str, k: int, shown: str | None = None) -> bool:
+        """Whether the stored list answers ``k`` (else it is scored live, which takes CPU).
+        ``user_id`` in stored form (:meth:`stored_id`); ``shown``: the id the caller sent."""
+        rows = self._stored(user_id, shown)
         return k <= len(rows) or len(rows) >= len(self.item_pos)
 
-    def user_recommendations_json(self, user_id: str, k: int) -> str:
+    def user_recommendations_json(self, user_id: str, k: int, shown: str | None = None) -> str:
         """The stored answer as JSON text: the rows were serialized once, at load time."""
-        head = json.dumps({**self.info, "user_id": user_id, "generated_at": self.generated_at})
-        return f'{head[:-1]}, "items": [{", ".join(self._stored(user_id)[:k])}]}}'
+        head = json.dumps({**self.info, "user_id": shown or user_id, "generated_at": self.generated_at})
+        return f'{head[:-1]}, "items": [{", ".join(self._stored(user_id, shown)[:k])}]}}'
 
-    def user_recommendations(self, user_id: str, k: int) -> dict:
-        if self.is_stored(user_id, k):
-            return json.loads(self.user_recommendations_json(user_id, k))
-        return {**self.info, "user_id": user_id, "generated_at": _now(), "items": self._live_user(user_id, k)}
+    def user_recommendations(self, user_id: str, k: int, shown: str | None = None) -> dict:
+        if self.is_stored(user_id, k, shown):
+            return json.loads(self.user_recommendations_json(user_id, k, shown))
+        return {**self.info, "user_id": shown or user_id, "generated_at": _now(), "items": self._live_user(user_id, k)}
 
     def _live_user(self, user_id: str, k: int) -> list[dict]:
         """A known user's list longer than the stored one, scored now (same scorer and reasons)."""
@@ -169,11 +177,19 @@ def load_state(store, version, export_id: str, encoder=None) -> ServingState:
 
     from recsys_dagster.core import warehouse as wh
     from recsys_dagster.core.explain import Verbs, display_names, item_entity_lists
+    from recsys_dagster.core.privacy.pseudonyms import OFF, id_space
     from recsys_dagster.core.recommend import load_production_scorer, production_explainer
-    from recsys_dagster.core.snapshot import RECOMMENDATIONS, open_snapshot
+    from recsys_dagster.core.snapshot import RECOMMENDATIONS, SnapshotError, open_snapshot
     from recsys_dagster.core.training_data import read_tables
+    from recsys_dagster.settings import pseudonymizer
 
+    pseudo = pseudonymizer()
     conn, manifest = open_snapshot(version, export_id)
+    if manifest.get("id_space", OFF) != id_space(pseudo):
+        conn.close()
+        raise SnapshotError(f"snapshot {version.version}/{export_id} holds user ids in space "
+                            f"{manifest.get('id_space', OFF)}, this service's key gives {id_space(pseudo)}: "
+                            "start it with the pipeline's RECSYS_PSEUDONYMIZE_KEY[_FILE]")
     try:
         tables = read_tables(conn)
         titles = wh.read_table(conn, "items").set_index("item_id")["title"]
@@ -194,7 +210,7 @@ def load_state(store, version, export_id: str, encoder=None) -> ServingState:
                                  tables.relations, tables.triples)
     return ServingState(version.version, export_id, manifest.get("published_at", ""), manifest.get("generated_at", ""),
                         stored, prod, explainer, names, {i: n for n, i in enumerate(item_ids)}, entities,
-                        similar_parts(prod), encoder)
+                        similar_parts(prod), encoder, pseudo)
 
 
 def similar_parts(prod) -> tuple:

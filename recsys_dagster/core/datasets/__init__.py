@@ -17,8 +17,16 @@ def open_dataset(
     download_dir: str = "data/downloads",
     verify_checksums: bool = True,
     snapshot_date: str | None = None,
+    pseudonymizer=None,
 ) -> Dataset:
-    """Open a dataset by name (``movielens-100k``, ``movielens-latest-small``) or folder path."""
+    """Open a dataset by name (``movielens-100k``, ``movielens-latest-small``) or folder path;
+    with a :class:`~recsys_dagster.core.privacy.Pseudonymizer` its readers return user-id tokens."""
+    dataset = _open(spec, mirror_dir, download_dir, verify_checksums, snapshot_date)
+    dataset.pseudonymizer = pseudonymizer
+    return dataset
+
+
+def _open(spec, mirror_dir, download_dir, verify_checksums, snapshot_date) -> Dataset:
     from recsys_dagster.core.datasets.generic import GenericFolder
     from recsys_dagster.core.datasets.movielens import MovieLens100K, MovieLensLatestSmall
 

@@ -59,6 +59,9 @@ class Dataset:
     interactions_header: bool = True
     verb: str = "interacted with"
     verb_positive: str | None = None
+    #: set by :func:`recsys_dagster.core.datasets.open_dataset` when a pseudonymization key
+    #: is configured: readers then return user-id tokens (:meth:`private`)
+    pseudonymizer = None
 
     # -- to implement -------------------------------------------------------------------
     @property
@@ -86,6 +89,13 @@ class Dataset:
         return None
 
     # -- shared -------------------------------------------------------------------------
+    def private(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """What a reader returns from a file read with ``user_column="user_id"``: user ids
+        (and the user field of malformed raw lines) as tokens when pseudonymizing."""
+        from recsys_dagster.core.privacy.pseudonyms import strip_spans
+
+        return strip_spans(frame, self.pseudonymizer)
+
     def read_interactions_text(self) -> pd.DataFrame:
         return self.parse_interactions(self.interactions_path)
 

@@ -88,7 +88,8 @@ class GenericFolder(Dataset):
         return self.folder / "interactions.csv"
 
     def parse_interactions(self, path: Path) -> pd.DataFrame:
-        raw = read_delimited(path, ["user_id", "item_id", "timestamp", "rating"], required=("user_id", "item_id"))
+        raw = self.private(read_delimited(path, ["user_id", "item_id", "timestamp", "rating"],
+                                          required=("user_id", "item_id"), user_column="user_id"))
         if self.rating_column == "weight":
             raw["rating"] = raw["weight"] if "weight" in raw.columns else None
         elif self.rating_column is None:
@@ -113,7 +114,7 @@ class GenericFolder(Dataset):
         path = self.folder / "users.csv"
         if not path.is_file():
             return _ids_from_interactions(self.read_interactions_text(), "user_id", finalize_users)
-        raw = read_delimited(path, sorted(USER_KNOWN), required=("user_id",))
+        raw = self.private(read_delimited(path, sorted(USER_KNOWN), required=("user_id",), user_column="user_id"))
         extra = [c for c in raw.columns if c not in USER_KNOWN | _BOOKKEEPING]
         raw["attributes"] = _attributes(raw, extra)
         return finalize_users(raw, "users.csv")

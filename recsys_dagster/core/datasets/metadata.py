@@ -80,7 +80,7 @@ def finalize_users(frame: pd.DataFrame, source_file: str) -> tuple[pd.DataFrame,
     frame["user_id"] = frame["user_id"].astype("string").str.strip()
     dup = frame["user_id"].duplicated(keep="first") & reason.isna()
     reason[dup] = "duplicate user_id (first occurrence kept)"
-    rejects = _rejects(frame, reason, source_file)
+    rejects = _rejects(frame, reason, source_file, user_ids=True)
     users = frame[reason.isna()].copy()
     users["age"] = pd.array(pd.to_numeric(users["age"], errors="coerce"), dtype="Float64").round().astype("Int64")
     users["attributes"] = [json.dumps(a if isinstance(a, dict) else {}, sort_keys=True) for a in users["attributes"]]
@@ -94,7 +94,9 @@ def _shown(value) -> str | None:
     return None if pd.isna(value) else str(value)[:200]
 
 
-def _rejects(frame: pd.DataFrame, reason: pd.Series, source_file: str) -> pd.DataFrame:
+def _rejects(frame: pd.DataFrame, reason: pd.Series, source_file: str, user_ids: bool = False) -> pd.DataFrame:
+    """Rejected rows as ``metadata_quarantine`` rows; ``user_ids``: rows of the users table,
+    whose id goes to ``user_id`` too (so forgetting a user finds their rejected rows)."""
     bad = frame[reason.notna()]
     if bad.empty:
         return pd.DataFrame(columns=REJECT_COLUMNS)
@@ -110,5 +112,6 @@ def _rejects(frame: pd.DataFrame, reason: pd.Series, source_file: str) -> pd.Dat
             "source_row": bad["source_row"] if "source_row" in bad.columns else None,
             "raw_line": shown,
             "reason": reason[reason.notna()],
+            "user_id": bad["user_id"].astype(object).where(bad["user_id"].notna(), None) if user_ids else None,
         }
     ).reset_index(drop=True)

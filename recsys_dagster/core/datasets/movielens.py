@@ -62,7 +62,8 @@ class MovieLens100K(_MovieLens):
         return self.folder / "u.data"
 
     def parse_interactions(self, path: Path) -> pd.DataFrame:
-        return read_delimited(path, INTERACTION_COLUMNS, sep="\t", header=False, quoting=False)
+        return self.private(read_delimited(path, INTERACTION_COLUMNS, sep="\t", header=False, quoting=False,
+                                           user_column="user_id"))
 
     def read_items(self):
         genre_rows = read_delimited(self.folder / "u.genre", ["genre", "index"], sep="|", header=False, quoting=False)
@@ -89,7 +90,8 @@ class MovieLens100K(_MovieLens):
         return dict(zip(wiki["movie_title"].str.strip(), wiki["wiki_summary"], strict=True))
 
     def read_users(self):
-        raw = read_delimited(self.folder / "u.user", ["user_id", "age", "gender", "occupation", "zip_code"], sep="|", header=False, quoting=False)
+        raw = self.private(read_delimited(self.folder / "u.user", ["user_id", "age", "gender", "occupation", "zip_code"],
+                                          sep="|", header=False, quoting=False, user_column="user_id"))
         raw["attributes"] = [{} for _ in range(len(raw))]
         return finalize_users(raw, "u.user")
 
@@ -126,8 +128,8 @@ class MovieLensLatestSmall(_MovieLens):
 
     def parse_interactions(self, path: Path) -> pd.DataFrame:
         raw = read_delimited(path, ["userid", "movieid", "rating", "timestamp"],
-                             required=("userid", "movieid", "rating", "timestamp"))
-        return raw.rename(columns={"userid": "user_id", "movieid": "item_id"})
+                             required=("userid", "movieid", "rating", "timestamp"), user_column="userid")
+        return self.private(raw.rename(columns={"userid": "user_id", "movieid": "item_id"}))
 
     def read_items(self):
         movies = read_delimited(self.folder / "movies.csv", ["movieid", "title", "genres"], required=("movieid", "title", "genres"))

@@ -49,6 +49,7 @@ def read_delimited(
     required: tuple[str, ...] = (),
     encoding: str = "utf-8",
     quoting: bool = True,
+    user_column: str | None = None,
 ) -> pd.DataFrame:
     """Read ``path`` into a DataFrame of text columns, one row per physical data line.
 
@@ -58,6 +59,11 @@ def read_delimited(
             are filled with None).
         required: columns that must be present in the header (else a one-line
             :class:`DatasetError` naming the file).
+
+        user_column: the column holding user ids. A malformed line then gets, best
+            effort, the text at that column's position as its user id (so the quarantine
+            and forget-user can attribute it), and a ``_user_span`` column with that
+            field's ``(start, end)`` in ``raw_line`` (pseudonymization rewrites it there).
 
     Returns columns ``source_file``, ``source_row`` (1-based line number in the file),
     the data columns, ``raw_line`` and ``parse_error`` (None for well-formed lines).
@@ -78,6 +84,8 @@ def read_delimited(
             raise DatasetError(f"{path}: line 1: duplicate column names in header {names}")
         start = 1
     width = len(names)
+    user_pos = names.index(user_column) if user_column in names else None
+    spans: list[tuple[int, int] | None] = []
     rows: list[list[str | None]] = []
     source_rows: list[int] = []
     raw_lines: list[str | None] = []
@@ -100,12 +108,16 @@ def read_delimited(
             err = f"invalid {encoding} bytes in line"
             # keep the decoded fields so the quarantine shows what was there
         source_rows.append(lineno)
+        span = _field_span(text[:10_000], sep, user_pos) if err is not None and user_pos is not None else None
         if err is not None and (fields is None or len(fields) != width):
             rows.append([None] * width)
+            if span is not None:
+                rows[-1][user_pos] = text[span[0]:span[1]]
             raw_lines.append(text[:10_000])
         else:
             rows.append(fields)
             raw_lines.append(None if err is None else text[:10_000])
+        spans.append(span)
         errors.append(err)
     frame = pd.DataFrame(rows, columns=names, dtype=object)
     for c in columns:
@@ -115,4 +127,19 @@ def read_delimited(
     frame.insert(0, "source_file", path.name)
     frame["raw_line"] = raw_lines
     frame["parse_error"] = errors
+    if user_column is not None:
+        frame["_user_span"] = spans
     return frame
+
+
+def _field_span(text: str, sep: str, pos: int) -> tuple[int, int] | None:
+    """``(start, end)`` of field ``pos`` of ``text`` split naively on ``sep`` (None when the
+    line has fewer fields)."""
+    start = 0
+    for _ in range(pos):
+        at = text.find(sep, start)
+        if at < 0:
+            return None
+        start = at + len(sep)
+    end = text.find(sep, start)
+    return start, (len(text) if end < 0 else end)
