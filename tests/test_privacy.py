@@ -209,3 +209,31 @@ def test_forget_users_job_and_retention(tmp_path):
     res = run_assets(defs2, "cleaned_interactions", partition="2024-01-02", raise_on_error=False)
     assert not res.success
     assert "dropped by RECSYS_RETENTION_DAYS" in res.failure_data_for_node("cleaned_interactions").error.message
+
+
+def test_retokenize_moves_a_plain_warehouse_to_a_key(tmp_path, monkeypatch):
+    from recsys_dagster import cli
+    from recsys_dagster.core.privacy.forget import tombstone_of
+    from tests.conftest import synthetic_warehouse
+
+    settings, defs = synthetic_warehouse(tmp_path, "2024-01-03", n_users=30, n_items=20, n_interactions=300,
+                                         days=3, seed=2)
+    monkeypatch.setenv("RECSYS_HOME", settings.home)
+    monkeypatch.setenv("RECSYS_DATASET", settings.dataset)
+    cli.main(["forget-user", "u1"])  # a tombstone of the raw id
+    monkeypatch.setenv("RECSYS_PSEUDONYMIZE_KEY", KEY)
+    refused = run_assets(defs, "users", raise_on_error=False)
+    assert not refused.success
+    assert "refusing to mix id spaces" in refused.failure_data_for_node("users").error.message
+    cli.main(["retokenize"])
+    pseudo = Pseudonymizer(KEY.encode())
+    values = _string_values(settings)
+    for table in ("users", "raw_interactions", "cleaned_interactions"):
+        assert values[(table, "user_id")].map(is_token).all(), table
+    assert not any(v.str.fullmatch(RAW_ID).any() for v in values.values())
+    assert query(settings, "SELECT user_id FROM forgotten_users").user_id.tolist() == [tombstone_of(pseudo.token("u1"))]
+    assert run_assets(defs, "users").success  # the key now matches the warehouse
+    assert query(settings, "SELECT count(*) n FROM users WHERE user_id = ?", [pseudo.token("u1")]).n[0] == 0
+    monkeypatch.setenv("RECSYS_PSEUDONYMIZE_KEY", "yet-another-key-0123456789")
+    with pytest.raises(SystemExit, match="old key given"):
+        cli.main(["retokenize"])  # the old key (the warehouse's) is required

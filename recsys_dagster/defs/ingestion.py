@@ -13,11 +13,21 @@ GROUP = "ingestion"
 #: Reading source files can hit a flaky network share or a download in progress.
 IO_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
+def _check_key(conn, dataset: DatasetResource) -> None:
+    """The run's key must match the warehouse's id space; a mismatch is not retried (it is
+    not transient) and its message says how to proceed."""
+    from recsys_dagster.core.privacy import PrivacyError, check_key
+
+    try:
+        check_key(conn, dataset.pseudonymizer())
+    except PrivacyError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
+
+
 def _metadata_asset(name: str, reader: str, doc: str):
     @dg.asset(name=name, group_name=GROUP, kinds={"duckdb", "python"}, pool=WAREHOUSE_POOL, retry_policy=IO_RETRY,
               description=doc)
     def _asset(context: dg.AssetExecutionContext, dataset: DatasetResource, warehouse: WarehouseResource):
-        from recsys_dagster.core.privacy import check_key
         from recsys_dagster.core.privacy.forget import skip_forgotten
 
         t0 = time.perf_counter()
@@ -26,7 +36,7 @@ def _metadata_asset(name: str, reader: str, doc: str):
         skipped = 0
         with warehouse.get_connection() as conn:
             if personal := wh.TABLES[name].personal:
-                check_key(conn, dataset.pseudonymizer())
+                _check_key(conn, dataset)
                 frame, skipped = skip_forgotten(conn, frame)
                 rejects, rejected_skipped = skip_forgotten(conn, rejects)
                 skipped += rejected_skipped
@@ -73,7 +83,6 @@ def build_ingestion_assets(partitions_def: dg.PartitionsDefinition) -> list:
         timestamp land in the dataset's last day, where cleaning quarantines them) or, with
         ``RECSYS_SOURCE=landing``, the files landed under ``landing/<day>/``. Single-run
         backfills: one file scan and one delete+insert for the whole range."""
-        from recsys_dagster.core.privacy import check_key
         from recsys_dagster.core.privacy.forget import skip_forgotten
 
         t0 = time.perf_counter()
@@ -82,7 +91,7 @@ def build_ingestion_assets(partitions_def: dg.PartitionsDefinition) -> list:
         if dataset.source == "landing" and in_range.empty:
             context.log.warning(f"no files landed for {start}..{end} in {dataset.landing_dir}: the partition is now empty")
         with warehouse.get_connection() as conn:
-            check_key(conn, dataset.pseudonymizer())
+            _check_key(conn, dataset)
             in_range, skipped = skip_forgotten(conn, in_range)
             wh.replace_partition(conn, {"raw_interactions": in_range}, start, end)
         files = sorted(in_range["source_file"].unique().tolist()) if len(in_range) else []
