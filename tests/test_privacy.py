@@ -147,9 +147,14 @@ def test_forget_user_everywhere_then_refresh_and_reingest(private_pipeline, monk
     store = ModelStore(settings.models_dir)
     before = store.require_published()
     assert _files_containing(home, token)  # it is there before
+    from recsys_dagster.serving.state import Reloader
+
+    reloader = Reloader(store)
+    assert reloader.check() and token in reloader.state.stored
 
     cli.main(["forget-user", raw])  # raw id in, tokenized with the key
 
+    assert not reloader.check() and reloader.state is None and "withdrawn" in reloader.error  # not served from memory
     assert _files_containing(home, token) == []  # no table, model file, snapshot or MLflow artifact
     assert store.published() is None and store.get(before.version).invalidated
     assert not before.weights.exists()

@@ -269,7 +269,10 @@ class BatchEncoder:
 class Reloader:
     """Holds the current :class:`ServingState`; a daemon thread checks ``SERVING`` every
     ``poll_s`` seconds and swaps in a new snapshot once it is fully loaded (a failed load
-    keeps the old state and is reported by ``/ready``)."""
+    keeps the old state and is reported by ``/ready``). A snapshot that was *withdrawn* (its
+    folder deleted, as forget-user does with every version trained on a forgotten user) is
+    dropped from memory at the next check: the service is then not ready until a new one is
+    published."""
 
     def __init__(self, store, encoder_factory=None, poll_s: float = 2.0):
         self.store, self.encoder_factory, self.poll_s = store, encoder_factory, poll_s
@@ -294,6 +297,12 @@ class Reloader:
             version, export_id = current_snapshot(self.store)
         except (SnapshotError, ModelStoreError) as exc:
             self.error = str(exc)
+            if self.state is not None and not (self.store.root / self.state.version / "serving" /
+                                               self.state.export_id).is_dir():
+                log.warning("snapshot %s/%s was withdrawn; serving nothing until a new one is published",
+                            self.state.version, self.state.export_id)
+                self.state, self.error = None, f"snapshot {self.state.version}/{self.state.export_id} was withdrawn " \
+                                               f"(e.g. a user was forgotten); waiting for a new publish: {exc}"
             return False
         if self.state is not None and (self.state.version, self.state.export_id) == (version.version, export_id):
             return False
