@@ -9,6 +9,7 @@ value reaches SQL as a bound parameter or a registered DataFrame, never as SQL t
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -139,6 +140,18 @@ def replace_partition(conn, frames: dict[str, pd.DataFrame], start: dt.date, end
     return replace_tables(conn, frames, ("event_date BETWEEN ? AND ?", [start, end]))
 
 
+@contextmanager
+def transaction(conn):
+    """``BEGIN`` ... ``COMMIT``, or ``ROLLBACK`` when the body raises."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+
+
 def replace_tables(
     conn, frames: dict[str, pd.DataFrame], where: tuple[str, list] | None = None
 ) -> dict[str, int]:
@@ -146,8 +159,7 @@ def replace_tables(
     its frame, in one transaction: readers see either the old or the new content."""
     for table in frames:
         ensure_table(conn, table)
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         for table, frame in frames.items():
             if where is None:
                 conn.execute(f"DELETE FROM {table}")
@@ -156,10 +168,6 @@ def replace_tables(
             conn.register("_incoming", frame[columns_of(table)])
             conn.execute(f"INSERT INTO {table} ({_select_list(table)}) SELECT {_select_list(table)} FROM _incoming")
             conn.unregister("_incoming")
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
     return {table: len(frame) for table, frame in frames.items()}
 
 

@@ -105,40 +105,15 @@ def forget_users(conn, user_ids: list[str], store=None, mlflow_uri: str | None =
         wh.ensure_table(conn, table)
     now = _now()
     conn.register("_forget", pd.DataFrame({"user_id": ids, "tombstone": [tombstone_of(u) for u in ids]}))
-    conn.execute("BEGIN TRANSACTION")
     try:
-        for table in wh.PERSONAL_TABLES:
-            if wh.table_exists(conn, table):
-                n = conn.execute(f"DELETE FROM {table} WHERE user_id IN (SELECT user_id FROM _forget)").fetchone()[0]
-                report.rows_deleted[table] = int(n)
-        if wh.table_exists(conn, "kg_entities"):
-            keys = pd.DataFrame({"entity_key": [f"user:{u}" for u in ids]})
-            conn.register("_forget_keys", keys)
-            nodes = "SELECT entity_id FROM kg_entities WHERE kind = 'user' AND entity_key IN (SELECT entity_key FROM _forget_keys)"
-            if wh.table_exists(conn, "kg_triples"):
-                report.kg_triples_deleted = int(conn.execute(
-                    f"DELETE FROM kg_triples WHERE head IN ({nodes}) OR tail IN ({nodes})").fetchone()[0])
-            report.kg_entities_deleted = int(conn.execute(
-                "DELETE FROM kg_entities WHERE kind = 'user' AND entity_key IN (SELECT entity_key FROM _forget_keys)"
-            ).fetchone()[0])
-            conn.unregister("_forget_keys")
-        conn.execute("INSERT OR IGNORE INTO forgotten_users SELECT tombstone, ? FROM _forget", [now])
-        detail = json.dumps({"rows_deleted": sum(report.rows_deleted.values()),
-                             "kg_entities_deleted": report.kg_entities_deleted})
-        conn.execute("INSERT INTO privacy_audit SELECT ?, 'forget', tombstone, ? FROM _forget", [now, detail])
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
+        with wh.transaction(conn):
+            _delete_users(conn, ids, report, now)
     finally:
         conn.unregister("_forget")
     if store is not None:
-        invalidated = invalidate_versions(store, set(ids), "trained on data of a forgotten user")
+        invalidated, report.mlflow_runs_deleted = invalidate_versions(store, set(ids), mlflow_uri)
         report.versions_invalidated = [v.version for v in invalidated]
         report.published_invalidated = any(v.manifest.get("published_at") for v in invalidated)
-        runs = [v.mlflow_run_id for v in invalidated if v.mlflow_run_id]
-        if runs and mlflow_uri:
-            report.mlflow_runs_deleted = delete_mlflow_runs(mlflow_uri, runs)
         if invalidated:
             conn.execute("INSERT INTO privacy_audit VALUES (?, 'invalidate_models', NULL, ?)",
                          [now, json.dumps({"versions": report.versions_invalidated,
@@ -148,29 +123,56 @@ def forget_users(conn, user_ids: list[str], store=None, mlflow_uri: str | None =
     return report
 
 
-def invalidate_versions(store, user_ids: set[str], reason: str) -> list:
-    """Invalidate every version whose training pairs include one of ``user_ids`` or whose
-    warm-start parent is invalidated (:meth:`ModelStore.invalidate` deletes their id- and
-    weight-bearing files). Returns the versions invalidated now."""
+def _delete_users(conn, ids: list[str], report: ForgetReport, now) -> None:
+    """Steps 1, 2 and 4 for ``ids`` (registered as ``_forget``), inside the caller's transaction."""
+    for table in wh.PERSONAL_TABLES:
+        if wh.table_exists(conn, table):
+            n = conn.execute(f"DELETE FROM {table} WHERE user_id IN (SELECT user_id FROM _forget)").fetchone()[0]
+            report.rows_deleted[table] = int(n)
+    if wh.table_exists(conn, "kg_entities"):
+        conn.register("_forget_keys", pd.DataFrame({"entity_key": [f"user:{u}" for u in ids]}))
+        nodes = "SELECT entity_id FROM kg_entities WHERE kind = 'user' AND entity_key IN (SELECT entity_key FROM _forget_keys)"
+        if wh.table_exists(conn, "kg_triples"):
+            report.kg_triples_deleted = int(conn.execute(
+                f"DELETE FROM kg_triples WHERE head IN ({nodes}) OR tail IN ({nodes})").fetchone()[0])
+        report.kg_entities_deleted = int(conn.execute(
+            "DELETE FROM kg_entities WHERE kind = 'user' AND entity_key IN (SELECT entity_key FROM _forget_keys)"
+        ).fetchone()[0])
+        conn.unregister("_forget_keys")
+    conn.execute("INSERT OR IGNORE INTO forgotten_users SELECT tombstone, ? FROM _forget", [now])
+    detail = json.dumps({"rows_deleted": sum(report.rows_deleted.values()),
+                         "kg_entities_deleted": report.kg_entities_deleted})
+    conn.execute("INSERT INTO privacy_audit SELECT ?, 'forget', tombstone, ? FROM _forget", [now, detail])
+
+
+def invalidate_versions(store, user_ids: set[str], mlflow_uri: str | None) -> tuple[list, int]:
+    """Withdraw every version whose training pairs include one of ``user_ids`` or whose
+    warm-start parent is invalidated. Returns ``(versions, MLflow runs deleted)``."""
     from recsys_dagster.core.model_store import TRAIN_PAIRS
 
     bad: set[str] = set()
-    out = []
+    reasons = {}
     for mv in store.versions():  # oldest first: parents before children
-        if mv.manifest.get("invalidated"):
+        if mv.invalidated:
             bad.add(mv.version)
             continue
         pairs = mv.path / TRAIN_PAIRS
-        trained_on = False
-        if pairs.is_file():
-            trained_on = bool(pd.read_parquet(pairs, columns=["user_id"])["user_id"].isin(user_ids).any())
-        if trained_on or (mv.parent in bad):
+        trained_on = pairs.is_file() and bool(pd.read_parquet(pairs, columns=["user_id"])["user_id"].isin(user_ids).any())
+        if trained_on or mv.parent in bad:
             bad.add(mv.version)
-            out.append(store.invalidate(mv.version, reason if trained_on else f"warm-started from {mv.parent}, "
-                                                                               "which was invalidated"))
-    if (store.root / "checkpoint.pt").exists() and out:
-        (store.root / "checkpoint.pt").unlink()
-    return out
+            reasons[mv.version] = ("trained on data of a forgotten user" if trained_on
+                                   else f"warm-started from {mv.parent}, which was invalidated")
+    return withdraw_versions(store, reasons, mlflow_uri)
+
+
+def withdraw_versions(store, reasons: dict[str, str], mlflow_uri: str | None) -> tuple[list, int]:
+    """Invalidate each version (:meth:`ModelStore.invalidate` deletes its id- and
+    weight-bearing files), the training checkpoint, and the versions' MLflow runs."""
+    out = [store.invalidate(version, why) for version, why in reasons.items()]
+    if out:
+        (store.root / "checkpoint.pt").unlink(missing_ok=True)
+    runs = [v.mlflow_run_id for v in out if v.mlflow_run_id]
+    return out, (delete_mlflow_runs(mlflow_uri, runs) if runs and mlflow_uri else 0)
 
 
 def delete_mlflow_runs(tracking_uri: str, run_ids: list[str]) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from recsys_dagster.core import warehouse as wh
-from recsys_dagster.core.privacy.pseudonyms import PrivacyError, id_space, recorded_space
+from recsys_dagster.core.privacy.pseudonyms import OFF, PrivacyError, id_space, recorded_space
 
 RAW_LINE_TABLES = ("raw_interactions", "interactions_quarantine", "metadata_quarantine")
 
@@ -55,7 +55,7 @@ def source_user_ids(dataset, landing_dir: str | None = None) -> list[str]:
 def rekey(conn, raw_ids: list[str], old, new, store=None, mlflow_uri: str | None = None) -> RekeyReport:
     """Rewrite the warehouse from ``old``'s id space to ``new``'s (pseudonymizers or None for
     raw ids), ``raw_ids`` from :func:`source_user_ids`."""
-    from recsys_dagster.core.privacy.forget import delete_mlflow_runs
+    from recsys_dagster.core.privacy.forget import tombstone_of, withdraw_versions
 
     have, want = recorded_space(conn) or id_space(old), id_space(new)
     if have != id_space(old):
@@ -68,52 +68,49 @@ def rekey(conn, raw_ids: list[str], old, new, store=None, mlflow_uri: str | None
     def form(p, u):
         return p.token(u) if p is not None else u
 
-    from recsys_dagster.core.privacy.forget import tombstone_of
-
     olds, news = [form(old, u) for u in raw_ids], [form(new, u) for u in raw_ids]
     mapping = pd.DataFrame({"old": olds + [tombstone_of(o) for o in olds],
                             "new": news + [tombstone_of(n) for n in news]})  # ids, then tombstone digests
     report.ids_mapped = len(raw_ids)
     conn.register("_rekey", mapping)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    conn.execute("BEGIN TRANSACTION")
+    for table in ("privacy_state", "privacy_audit"):
+        wh.ensure_table(conn, table)
     try:
-        for table in (*wh.PERSONAL_TABLES, "forgotten_users", "privacy_audit"):
-            if not wh.table_exists(conn, table):
-                continue
-            if table in RAW_LINE_TABLES:
-                _rewrite_lines(conn, table, old is not None)
-            n = conn.execute(f"UPDATE {table} SET user_id = m.new FROM _rekey m WHERE {table}.user_id = m.old"
-                             ).fetchone()[0]
-            report.rows_rewritten[table] = int(n)
-            unmapped = "user_id IS NOT NULL AND user_id NOT IN (SELECT new FROM _rekey)"
-            if table == "forgotten_users":
-                report.tombstones_unmapped = int(conn.execute(f"SELECT count(*) FROM {table} WHERE {unmapped}")
-                                                 .fetchone()[0])
-            elif table != "privacy_audit":
-                report.rows_deleted_unmapped += int(conn.execute(f"DELETE FROM {table} WHERE {unmapped}").fetchone()[0])
-        if wh.table_exists(conn, "kg_entities"):
-            conn.execute("UPDATE kg_entities SET entity_key = 'user:' || m.new, name = m.new FROM _rekey m "
-                         "WHERE kg_entities.kind = 'user' AND kg_entities.entity_key = 'user:' || m.old")
-        conn.execute("DELETE FROM privacy_state WHERE name = 'id_space'")
-        conn.execute("INSERT INTO privacy_state VALUES ('id_space', ?, ?)", [want, now])
-        conn.execute("INSERT INTO privacy_audit VALUES (?, 'retokenize', NULL, ?)",
-                     [now, json.dumps({"from": have, "to": want, "ids_mapped": report.ids_mapped})])
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
+        with wh.transaction(conn):
+            _rewrite(conn, report, now)
     finally:
         conn.unregister("_rekey")
     if store is not None:
-        versions = [mv for mv in store.versions() if not mv.invalidated]
-        for mv in versions:
-            store.invalidate(mv.version, f"re-tokenized: its ids are in the old id space {have}")
-        runs = [mv.mlflow_run_id for mv in versions if mv.mlflow_run_id]
-        if runs and mlflow_uri:
-            delete_mlflow_runs(mlflow_uri, runs)
-        report.versions_invalidated = len(versions)
+        versions = {mv.version: f"re-tokenized: its ids are in the old id space {have}"
+                    for mv in store.versions() if not mv.invalidated}
+        report.versions_invalidated = len(withdraw_versions(store, versions, mlflow_uri)[0])
     return report
+
+
+def _rewrite(conn, report: RekeyReport, now) -> None:
+    """Every user id through ``_rekey`` (inside the caller's transaction)."""
+    for table in (*wh.PERSONAL_TABLES, "forgotten_users", "privacy_audit"):
+        if not wh.table_exists(conn, table):
+            continue
+        if table in RAW_LINE_TABLES:
+            _rewrite_lines(conn, table, report.old_space != OFF)
+        n = conn.execute(f"UPDATE {table} SET user_id = m.new FROM _rekey m WHERE {table}.user_id = m.old"
+                         ).fetchone()[0]
+        report.rows_rewritten[table] = int(n)
+        unmapped = "user_id IS NOT NULL AND user_id NOT IN (SELECT new FROM _rekey)"
+        if table == "forgotten_users":
+            report.tombstones_unmapped = int(conn.execute(f"SELECT count(*) FROM {table} WHERE {unmapped}")
+                                             .fetchone()[0])
+        elif table != "privacy_audit":
+            report.rows_deleted_unmapped += int(conn.execute(f"DELETE FROM {table} WHERE {unmapped}").fetchone()[0])
+    if wh.table_exists(conn, "kg_entities"):
+        conn.execute("UPDATE kg_entities SET entity_key = 'user:' || m.new, name = m.new FROM _rekey m "
+                     "WHERE kg_entities.kind = 'user' AND kg_entities.entity_key = 'user:' || m.old")
+    conn.execute("DELETE FROM privacy_state WHERE name = 'id_space'")
+    conn.execute("INSERT INTO privacy_state VALUES ('id_space', ?, ?)", [report.new_space, now])
+    conn.execute("INSERT INTO privacy_audit VALUES (?, 'retokenize', NULL, ?)",
+                 [now, json.dumps({"from": report.old_space, "to": report.new_space, "ids_mapped": report.ids_mapped})])
 
 
 def _rewrite_lines(conn, table: str, old_is_token: bool) -> None:

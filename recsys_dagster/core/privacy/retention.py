@@ -39,8 +39,7 @@ def apply_retention(conn, days: int | None) -> tuple[dt.date | None, int]:
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     for table in ("privacy_state", "privacy_audit", "raw_interactions"):
         wh.ensure_table(conn, table)
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with wh.transaction(conn):
         n = int(conn.execute("DELETE FROM raw_interactions WHERE event_date < ?", [cutoff]).fetchone()[0])
         previous = retained_from(conn)
         keep = max(cutoff, previous) if previous else cutoff
@@ -49,10 +48,6 @@ def apply_retention(conn, days: int | None) -> tuple[dt.date | None, int]:
         if n:
             conn.execute("INSERT INTO privacy_audit VALUES (?, 'retention', NULL, ?)",
                          [now, json.dumps({"raw_rows_deleted": n, "before": cutoff.isoformat(), "days": int(days)})])
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
     return cutoff, n
 
 
