@@ -11,7 +11,7 @@ export DAGSTER_HOME
 DAGSTER := $(BIN)/dagster
 MODULE := -m recsys_dagster.definitions
 
-.PHONY: venv demo warehouse rebuild refresh replay pools test check lint dev clean bench bench-mls tune scale-check serve bench-serving
+.PHONY: venv demo warehouse rebuild refresh replay pools test check lint dev clean bench bench-mls tune scale-check serve bench-serving privacy-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,7 @@ bench: warehouse
 	$(BIN)/python -m benchmarks.bench_e2e
 	$(BIN)/python -m benchmarks.bench_growth
 	$(BIN)/python -m benchmarks.bench_propagation
+	$(BIN)/python -m benchmarks.bench_privacy
 	$(BIN)/python -m benchmarks.report
 
 ## The accuracy benchmark on ml-latest-small (its own home under data/ml-latest-small; ~45 min on 2 cores).
@@ -88,6 +89,14 @@ bench-mls: venv
 ## gnn_model as a Ray job (Pipes + Ray Train DDP) on a 2-node loopback Ray cluster, 2 workers vs 1 (~3 min; ML-100K).
 scale-check: venv $(VENV)/.ray-installed
 	$(BIN)/python -m benchmarks.scale_check
+
+## A full rebuild with a pseudonymization key into data/private (key in data/private.key, outside that home), then
+## every stored user id checked and the evaluation compared with the plain `make demo` build (~8 min; after `make demo`).
+privacy-check: venv pools
+	test -s data/private.key || $(BIN)/python -c "import secrets; print(secrets.token_hex(32))" > data/private.key
+	RECSYS_HOME=data/private RECSYS_PSEUDONYMIZE_KEY_FILE=data/private.key $(DAGSTER) job execute $(MODULE) \
+		-j full_rebuild --tags "$$($(BIN)/python -m recsys_dagster.cli span --tags)"
+	$(BIN)/python -m benchmarks.privacy_check --plain data --private data/private
 
 ## The HTTP service (FastAPI) on 127.0.0.1, port PORT (default 8000), over the latest serving snapshot (after `make demo`); docs at /docs.
 serve: venv

@@ -14,7 +14,14 @@ from recsys_dagster.core.privacy.pseudonyms import (
     read_key,
     stored_form,
 )
-from tests.conftest import BUDGET, TINY_TRAIN, query, run_assets, synthetic_pipeline
+from tests.conftest import (
+    BUDGET,
+    TINY_TRAIN,
+    query,
+    requires_ml100k,
+    run_assets,
+    synthetic_pipeline,
+)
 
 KEY = "test-key-0123456789abcdef"
 RAW_ID = r"^u\d+$"  # the synthetic dataset's user ids
@@ -89,17 +96,22 @@ def _files_containing(root: Path, needle: str) -> list[str]:
     return hits
 
 
-@pytest.fixture
-def private_pipeline(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECSYS_PSEUDONYMIZE_KEY", KEY)
-    settings, defs, _ = synthetic_pipeline(tmp_path, protocols=("A",), ablations=False,
-                                           extra_assets="serving_snapshot")
+@pytest.fixture(scope="module")
+def private_pipeline(tmp_path_factory):
+    """One pseudonymized synthetic build for the module: the read-only test runs first, then
+    the forget test (which changes it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RECSYS_PSEUDONYMIZE_KEY", KEY)
+        settings, defs, _ = synthetic_pipeline(tmp_path_factory.mktemp("private"), protocols=("A",), ablations=False,
+                                               extra_assets="serving_snapshot")
     return settings, defs, Pseudonymizer(KEY.encode())
 
 
-def test_pseudonymized_pipeline_stores_no_raw_user_id(private_pipeline):
+@pytest.mark.slow
+def test_pseudonymized_pipeline_stores_no_raw_user_id(private_pipeline, monkeypatch):
     import torch
 
+    monkeypatch.setenv("RECSYS_PSEUDONYMIZE_KEY", KEY)  # the service maps raw ids with it
     from recsys_dagster.core.model_store import ModelStore
 
     settings, defs, pseudo = private_pipeline
@@ -133,7 +145,9 @@ def test_pseudonymized_pipeline_stores_no_raw_user_id(private_pipeline):
         assert client.get("/v1/users/nobody/recommendations").status_code == 404
 
 
+@pytest.mark.slow
 def test_forget_user_everywhere_then_refresh_and_reingest(private_pipeline, monkeypatch):
+    monkeypatch.setenv("RECSYS_PSEUDONYMIZE_KEY", KEY)
     from recsys_dagster import cli
     from recsys_dagster.core.model_store import ModelStore
 
@@ -185,6 +199,7 @@ def test_forget_user_everywhere_then_refresh_and_reingest(private_pipeline, monk
     assert runs and all(token not in str(r.data.params) + str(r.data.tags) for r in runs)
 
 
+@pytest.mark.slow
 def test_forget_users_job_and_retention(tmp_path):
     from recsys_dagster.core.model_store import ModelStore
 
@@ -216,6 +231,7 @@ def test_forget_users_job_and_retention(tmp_path):
     assert "dropped by RECSYS_RETENTION_DAYS" in res.failure_data_for_node("cleaned_interactions").error.message
 
 
+@pytest.mark.slow
 def test_retokenize_moves_a_plain_warehouse_to_a_key(tmp_path, monkeypatch):
     from recsys_dagster import cli
     from recsys_dagster.core.privacy.forget import tombstone_of
@@ -242,3 +258,24 @@ def test_retokenize_moves_a_plain_warehouse_to_a_key(tmp_path, monkeypatch):
     monkeypatch.setenv("RECSYS_PSEUDONYMIZE_KEY", "yet-another-key-0123456789")
     with pytest.raises(SystemExit, match="old key given"):
         cli.main(["retokenize"])  # the old key (the warehouse's) is required
+
+
+@pytest.mark.slow
+@requires_ml100k
+def test_ml100k_ingestion_with_a_key_stores_only_tokens(tmp_path, monkeypatch):
+    from recsys_dagster.definitions import build_definitions
+    from tests.conftest import make_settings
+
+    monkeypatch.setenv("RECSYS_PSEUDONYMIZE_KEY", KEY)
+    settings = make_settings(tmp_path, "movielens-100k")
+    defs = build_definitions(settings)
+    run_assets(defs, "items,users")
+    run_assets(defs, "raw_interactions,cleaned_interactions", partition_range=("1997-09-20", "1998-04-22"))
+    run_assets(defs, "knowledge_graph")
+    values = _string_values(settings)
+    for table in ("users", "raw_interactions", "cleaned_interactions"):
+        ids = values[(table, "user_id")]
+        assert len(ids) and ids.map(is_token).all(), table
+    assert values[("users", "user_id")].nunique() == 943 and len(values[("cleaned_interactions", "user_id")]) == 100_000
+    names = values[("kg_entities", "name")][values[("kg_entities", "entity_key")].str.startswith("user:")]
+    assert len(names) == 943 and names.map(is_token).all()
