@@ -87,9 +87,9 @@ def main() -> None:
     print_table(table, f"seeds {args.seeds} (mean ± std over seeds)")
     a = frame[(frame.protocol == "A") & (frame.slice == "all") & (frame.metric == "ndcg") & (frame.k == 10)]
     means = a.groupby("model").value.mean()
-    from recsys_dagster.core.evaluation import OWN_MODELS
+    from recsys_dagster.core.evaluation import is_own
 
-    peers = means.drop([m for m in OWN_MODELS if m in means.index]).sort_values(ascending=False)
+    peers = means.drop([m for m in means.index if is_own(m)]).sort_values(ascending=False)
     if len(peers) and "fused" in means:
         print(f"fused / best peer ({peers.index[0]}): {means['fused'] / peers.iloc[0]:.3f}")
     write_json(args.name, {"dataset": load_settings().dataset, "seeds": args.seeds, "protocols": args.protocols, "hyperparameters": tuned,

@@ -19,7 +19,7 @@ import numpy as np
 
 from benchmarks.common import print_table, warehouse_tables, write_json
 
-LRS = (1e-3, 3e-3, 1e-2)
+LRS = (3e-3, 1e-2)
 
 
 def main() -> None:

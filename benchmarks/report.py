@@ -46,7 +46,7 @@ def headline(d: dict) -> list[str]:
     cold-item Recall@20 against random and text kNN, and what each ablation loses."""
     import pandas as pd
 
-    from recsys_dagster.core.evaluation import OWN_MODELS
+    from recsys_dagster.core.evaluation import is_own
 
     rows = pd.DataFrame(d["rows"])
 
@@ -59,7 +59,7 @@ def headline(d: dict) -> list[str]:
         t = per_seed("A", "ndcg", 10, sl)
         if "fused" not in t:
             continue
-        peers = [m for m in t.columns if m not in OWN_MODELS]
+        peers = [m for m in t.columns if not is_own(m)]
         best = t[peers].mean().idxmax()
         ratio = t["fused"] / t[best]
         out.append(f"* Protocol A, {label}: fused NDCG@10 {t['fused'].mean():.4f} ± {t['fused'].std(ddof=0):.4f} vs "

@@ -41,6 +41,14 @@ ROW_COLUMNS = columns_of("evaluation_metrics", exclude=PROVENANCE)
 #: other model in a run is a peer.
 OWN_MODELS = ("kgtextgnn", "fused", "kgtextgnn_no_kg", "kgtextgnn_no_text", "kgtextgnn_no_kg_no_text",
               "fused_without_gnn", "fused_without_item_item")
+#: Rows of the differentially private models (``dp_<model>_eps<ε>``, ``dp_<model>_nonprivate``)
+#: are the platform's own too.
+DP_PREFIX = "dp_"
+
+
+def is_own(model: str) -> bool:
+    """Whether a result row's model is the platform's own (else it is a peer)."""
+    return model in OWN_MODELS or model.startswith(DP_PREFIX)
 
 
 @dataclass
@@ -66,6 +74,10 @@ class EvalConfig:
     fusion_gammas: tuple[float, ...] = option((0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
                                               "item-item (EASE) weights γ tried on validation for the fusion "
                                               "(GNN weight α = 1); (0,) leaves EASE out of the fusion")
+    dp_epsilons: tuple[float, ...] = option((), "train the differentially private models (core/privacy/dp.py) at "
+                                                "these ε, plus without privacy, on protocols A and cold_item; "
+                                                "e.g. (1, 4, 8). Empty: off")
+    dp_models: tuple[str, ...] = option(("item_factors", "text_tower"), "the DP models dp_epsilons trains")
     explanation_users: int = option(50, "users sampled by the explanation protocol (deletion fidelity, coverage, "
                                         "diversity of the reasons; protocol A, fused and kgtextgnn); 0: off")
     hyperparameters: dict = field(default_factory=dict)  # trained models; ItemKNN/EASE are tuned per run
@@ -224,7 +236,24 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         _fusion_ablations(run, scorer, ease[0], data, config, device)
     if protocol == "A" and config.explanation_users and history is not None:
         _explanation_rows(result, protocol, main_model, scorer, data, history, config, base)
+    if config.dp_epsilons and protocol in ("A", "cold_item"):
+        _dp_rows(run, data, config, log)
     return result
+
+
+def _dp_rows(run, data, config: EvalConfig, log) -> None:
+    """The DP models at each ε of ``config.dp_epsilons`` and without privacy (same model,
+    same data): the accuracy cost of the guarantee, in the run's own rows."""
+    from recsys_dagster.core.privacy.dp import DPConfig, scorer, train_dp
+
+    for model in config.dp_models:
+        if model == "text_tower" and data.item_text is None:
+            continue
+        for eps in (None, *sorted(config.dp_epsilons)):
+            res = train_dp(data, DPConfig(model=model, epsilon=eps, seed=config.train.seed), log=log)
+            name = f"{DP_PREFIX}{model}_" + (f"eps{eps:g}" if eps is not None else "nonprivate")
+            run(name, scorer(res, data.train_csr, data.n_items),
+                {"epsilon": res.epsilon, "delta": res.delta, "noise_multiplier": res.noise_multiplier})
 
 
 def _explanation_rows(result: ProtocolResult, protocol: str, model, scorer, data, history, config: EvalConfig,

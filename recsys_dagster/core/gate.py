@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from recsys_dagster.core.evaluation import OWN_MODELS
+from recsys_dagster.core.evaluation import is_own
 from recsys_dagster.core.options import option
 
 
@@ -66,7 +66,7 @@ def quality_gate(rows: pd.DataFrame, previous_published: float | None = None,
     if "run_id" in rows and rows["run_id"].nunique() > 1:
         return GateResult(False, [f"rows of {rows['run_id'].nunique()} evaluation runs given; the gate reads one run"])
     scores = ndcg_at_10(rows, config.protocol)
-    peers = {m: v for m, v in scores.items() if m not in OWN_MODELS}
+    peers = {m: v for m, v in scores.items() if not is_own(m)}
     best = max(peers, key=peers.get) if peers else None
     result = GateResult(False, [], scores.get("fused"), peers, best, previous_published)
     if not scores:
