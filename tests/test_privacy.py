@@ -143,6 +143,9 @@ def test_pseudonymized_pipeline_stores_no_raw_user_id(private_pipeline, monkeypa
         answer = client.get(f"/v1/users/{raw_user}/recommendations")
         assert answer.status_code == 200 and answer.json()["user_id"] == raw_user
         assert client.get("/v1/users/nobody/recommendations").status_code == 404
+    monkeypatch.delenv("RECSYS_PSEUDONYMIZE_KEY")  # a service without the key refuses the snapshot, saying why
+    keyless = Reloader(ModelStore(settings.models_dir))
+    assert not keyless.check() and keyless.state is None and "RECSYS_PSEUDONYMIZE_KEY" in keyless.error
 
 
 @pytest.mark.slow

@@ -92,12 +92,13 @@ def serving_snapshot(context: dg.AssetExecutionContext, warehouse: WarehouseReso
         version = store.require_published()
     except ModelStoreError as exc:
         raise dg.Failure(str(exc)) from None
-    from recsys_dagster.core.privacy.pseudonyms import id_space
+    from recsys_dagster.core.privacy.pseudonyms import id_space, recorded_space
 
     source = dataset.open()
-    with warehouse.get_connection() as conn:
+    with warehouse.get_connection() as conn:  # the id space the warehouse's rows are in (not this run's key)
+        space = recorded_space(conn) or id_space(dataset.pseudonymizer())
         manifest = export_snapshot(conn, store, version, {"verb": source.verb, "verb_positive": source.verb_positive,
-                                                          "id_space": id_space(dataset.pseudonymizer())})
+                                                          "id_space": space})
     context.log.info(f"serving snapshot {version.version}/{manifest['export_id']}")
     return dg.MaterializeResult(metadata={
         "model_version": version.version, "export_id": manifest["export_id"],
