@@ -73,7 +73,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "compute": ComputeResource(device=settings.device),
             "launcher": LauncherResource.from_settings(settings),
             "model_store": ModelStoreResource(root=settings.models_dir),
-            "text_encoder": TextEncoderResource(model=settings.text_model),
+            "text_encoder": TextEncoderResource(model=settings.text_model, quantize=settings.text_quantize),
             # EnvVar: the UI's resource panel shows the variable's name, never a URI with credentials
             "mlflow_tracking": MLflowResource(
                 home=settings.home,

@@ -15,6 +15,7 @@ variable                    meaning                                          def
 ``RECSYS_SNAPSHOT_DATE``    date of a generic dataset without timestamps     file modification date
 ``RECSYS_DEVICE``           ``auto`` (CUDA when available), ``cpu``, ``cuda`` ``auto``
 ``RECSYS_TEXT_MODEL``       sentence-transformers model name or local path   ``all-MiniLM-L6-v2``
+``RECSYS_TEXT_QUANTIZE``    ``none`` or ``int8`` (dynamic int8 on CPU)        ``none``
 ``MLFLOW_TRACKING_URI``     MLflow tracking server or store                  ``sqlite:///$RECSYS_HOME/mlflow.db``
 ``RECSYS_SOURCE``           where raw interactions come from: ``dataset``    ``dataset``
                             (the source files) or ``landing`` (day folders)
@@ -70,6 +71,8 @@ class Settings:
     snapshot_date: str | None = option(help="date of a generic dataset without timestamps (RECSYS_SNAPSHOT_DATE)")
     device: str = option("auto", "auto (CUDA when available), cpu, cuda (RECSYS_DEVICE)")
     text_model: str = option("all-MiniLM-L6-v2", "sentence-transformers model name or path (RECSYS_TEXT_MODEL)")
+    text_quantize: str = option("none", "none, or int8: dynamic int8 linear layers of the text encoder on CPU "
+                                        "(RECSYS_TEXT_QUANTIZE)")
     mlflow_tracking_uri: str | None = None
     source: str = option("dataset", "dataset (the source files) or landing (day folders) (RECSYS_SOURCE)")
     landing_dir: str | None = option(None, "landing folder with YYYY-MM-DD sub-folders (RECSYS_LANDING_DIR; "
@@ -103,6 +106,8 @@ class Settings:
             raise ValueError(f"RECSYS_SOURCE={self.source!r}: expected one of {list(SOURCES)}")
         if self.partition_grain not in GRAINS:
             raise ValueError(f"RECSYS_PARTITION_GRAIN={self.partition_grain!r}: expected one of {list(GRAINS)}")
+        if self.text_quantize not in ("none", "int8"):
+            raise ValueError(f"RECSYS_TEXT_QUANTIZE={self.text_quantize!r}: expected none or int8")
         if self.launcher not in LAUNCHERS:
             raise ValueError(f"RECSYS_LAUNCHER={self.launcher!r}: expected one of {list(LAUNCHERS)}")
         if self.ray_workers < 1 or self.ray_cpus_per_worker < 0 or self.ray_gpus_per_worker < 0:
@@ -169,6 +174,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         snapshot_date=env.get("RECSYS_SNAPSHOT_DATE") or None,
         device=env.get("RECSYS_DEVICE") or "auto",
         text_model=env.get("RECSYS_TEXT_MODEL") or "all-MiniLM-L6-v2",
+        text_quantize=(env.get("RECSYS_TEXT_QUANTIZE") or "none").strip().lower(),
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
         source=(env.get("RECSYS_SOURCE") or "dataset").strip().lower(),
         landing_dir=env.get("RECSYS_LANDING_DIR") or None,

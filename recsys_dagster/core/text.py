@@ -29,6 +29,11 @@ class EncoderConfig:
     max_tokens: int = 256
     device: str = "auto"  # "auto" -> cuda when available
     fp16_on_gpu: bool = True
+    quantize: str = "none"  # "int8": dynamic int8 Linear layers on CPU (torch.ao), a separate cache id
+
+    def __post_init__(self):
+        if self.quantize not in ("none", "int8"):
+            raise ValueError(f"text encoder quantize={self.quantize!r}: expected none or int8")
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -101,7 +106,9 @@ class TextEncoder:
         if native is None:  # a hub name: load now to learn the model's limit
             native = self.model.max_seq_length or config.max_tokens
         self.max_tokens = min(config.max_tokens, native)
-        self.model_id = f"{name}|max_tokens={self.max_tokens}"
+        # int8 runs on CPU only (dynamic quantization); on CUDA the fp16/fp32 model is used
+        self.int8 = config.quantize == "int8" and not self.device.startswith("cuda")
+        self.model_id = f"{name}|max_tokens={self.max_tokens}" + ("|int8" if self.int8 else "")
 
     @property
     def model(self):
@@ -112,6 +119,8 @@ class TextEncoder:
             if self.device.startswith("cuda") and self.config.fp16_on_gpu:
                 model.half()
             model.max_seq_length = min(self.config.max_tokens, model.max_seq_length or self.config.max_tokens)
+            if self.int8:
+                model = _dynamic_int8(model)
             self._model = model
         return self._model
 
@@ -131,6 +140,32 @@ class TextEncoder:
             convert_to_numpy=True, show_progress_bar=False,
         )
         return out.astype(np.float32, copy=False)
+
+
+def _dynamic_int8(model):
+    """The model with most ``nn.Linear`` layers dynamically quantized to int8 (weights per
+    output channel, activations per batch): the CPU path of ``quantize="int8"``.
+
+    Kept in fp32: each block's feed-forward output layer (its inputs carry the large outlier
+    activations that per-batch int8 clips) and the whole first block. Measured on 300 ML-100K
+    item texts against fp32 vectors (2 cores): every layer per-tensor 2.4x faster but cosine
+    min 0.84; every layer per-channel 2.3x, min 0.955; FFN outputs fp32 1.7x, min 0.977; this
+    choice ~1.5x, min 0.983, mean 0.990 (benchmarks/bench_text_encoder.py reports it per run).
+    """
+    import warnings
+
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    def kept_fp32(name: str) -> bool:
+        ffn_out = name.endswith("output.dense") and "attention" not in name
+        return ffn_out or ".layer.0." in name
+
+    spec = {name: per_channel_dynamic_qconfig for name, mod in model.named_modules()
+            if isinstance(mod, torch.nn.Linear) and not kept_fp32(name)}
+    with warnings.catch_warnings():  # torch 2.13 deprecates quantized tensors in favour of torchao (not installed)
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def _configured_max_tokens(path: str) -> int | None:

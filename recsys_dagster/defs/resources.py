@@ -172,12 +172,16 @@ class TextEncoderResource(dg.ConfigurableResource):
     model: str = Field(default="all-MiniLM-L6-v2", description="model name or local path (RECSYS_TEXT_MODEL)")
     batch_size: int = 64
     max_tokens: int = 256
+    quantize: str = Field(default="none", description="none, or int8: dynamic int8 linear layers on CPU (faster "
+                                                       "encoding, vectors cached under their own id; "
+                                                       "RECSYS_TEXT_QUANTIZE)")
 
     def get(self, device: str):
         """One loaded encoder per (config, device) per process."""
         from recsys_dagster.core.text import EncoderConfig, TextEncoder
 
-        config = EncoderConfig(model=self.model, batch_size=self.batch_size, max_tokens=self.max_tokens, device=device)
+        config = EncoderConfig(model=self.model, batch_size=self.batch_size, max_tokens=self.max_tokens, device=device,
+                               quantize=self.quantize)
         if config not in _ENCODERS:
             _ENCODERS[config] = TextEncoder(config)
         return _ENCODERS[config]

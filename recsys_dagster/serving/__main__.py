@@ -22,7 +22,8 @@ def build():
     # requests run in a thread pool: one intra-op thread each avoids oversubscribing the cores
     torch.set_num_threads(1)
     reloader = Reloader(ModelStore(settings.models_dir),
-                        lambda: TextEncoder(EncoderConfig(model=settings.text_model, device="cpu")),
+                        lambda: TextEncoder(EncoderConfig(model=settings.text_model, device="cpu",
+                                                          quantize=settings.text_quantize)),
                         settings.serve_poll_s).start()
     if reloader.state is None:
         logging.getLogger("recsys_dagster.serving").warning("not ready: %s", reloader.error)
