@@ -46,3 +46,19 @@ def test_int8_text_encoder_is_close_to_fp32_and_cached_apart():
     quantized = [m for m in int8.model.modules() if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic")]
     plain = [m for m in int8.model.modules() if type(m) is torch.nn.Linear]
     assert len(quantized) == 5 * 5 + 1 and len(plain) == 6 + 5  # blocks 1-5 less their FFN outs, + the pooler
+
+
+def test_fused_scorer_with_int8_tables_scores_like_fp32_in_a_quarter_of_the_memory():
+    from recsys_dagster.core.fusion import FusedScorer, FusionWeights
+
+    g = torch.Generator().manual_seed(2)
+    args = (torch.randn(40, 16, generator=g), torch.randn(300, 16, generator=g),
+            torch.nn.functional.normalize(torch.randn(40, 32, generator=g), dim=1),
+            torch.nn.functional.normalize(torch.randn(300, 32, generator=g), dim=1),
+            torch.randint(1, 30, (40,), generator=g), torch.randint(1, 50, (300,), generator=g))
+    weights = FusionWeights(1.0, 0.5, 5)
+    fp32, int8 = FusedScorer(*args, weights), FusedScorer(*args, weights, precision="int8")
+    users = torch.arange(40)
+    a, b = fp32(users), int8(users)
+    assert a.shape == b.shape and (a - b).abs().max() < 0.05 * a.abs().max()
+    assert int8.table_bytes() < 0.3 * fp32.table_bytes()

@@ -1,0 +1,149 @@
+"""Lightweight scoring on the warehouse's dataset: int8 embedding tables and the int8 text
+encoder against fp32, measured in the same run.
+
+* int8 tables: the main model (tuned settings) and the fused scorer (EASE and text, weights
+  tuned on validation) scored with fp32 tables and with int8 tables (per-row scales), same
+  weights: test NDCG@10 retention and table memory, 3 seeds.
+* int8 encoder: every item text encoded by the fp32 and the int8 encoder (texts/s, median of
+  repeats, each reference measured in the same run), cosine of the int8 vectors to the fp32
+  ones, and cold-item Recall@20 of text kNN with each encoder's vectors.
+
+    python -m benchmarks.bench_lightweight [--seeds 2020 2021 2022] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from benchmarks.common import median, print_table, warehouse_tables, write_json
+
+
+def _fused(data, model, precision: str, weights=None):
+    import torch
+
+    from recsys_dagster.core.fusion import FusedScorer, FusionWeights
+    from recsys_dagster.core.tuning import tune_closed_form
+
+    users, items = model.user_item_embeddings()
+    ease, _, _ = tune_closed_form("ease", data)
+    return FusedScorer(users, items, torch.as_tensor(data.user_text), torch.as_tensor(data.item_text),
+                       torch.as_tensor(np.diff(data.train_csr[0])),
+                       torch.as_tensor(np.bincount(data.train_items, minlength=data.n_items)),
+                       weights or FusionWeights(), item_item=ease, precision=precision)
+
+
+def tables_part(tables, seeds) -> list[dict]:
+    from benchmarks.bench_accuracy import tuned_hyperparameters
+
+    tuned = tuned_hyperparameters()["kgtextgnn"]
+    runs = [_one_seed(tables, tuned, seed) for seed in seeds]
+    return runs
+
+
+def _one_seed(tables, tuned: dict, seed: int) -> dict:
+    from recsys_dagster.core.evaluation import scorer_of
+    from recsys_dagster.core.fusion import tune_fusion
+    from recsys_dagster.core.metrics import full_ranking
+    from recsys_dagster.core.quantize import int8_scores, quantize_rows
+    from recsys_dagster.core.train import TrainConfig, train
+    from recsys_dagster.core.training_data import data_for_split, make_split
+
+    base = replace(TrainConfig(seed=seed, split_seed=seed, device="cpu"), **tuned)
+    data = data_for_split(tables, make_split(tables, base), base)
+    model = train(data, base, log=lambda m: None).model
+
+    def test(fn):
+        return full_ranking(fn, data.test_csr, data.train_plus_valid_csr(), data.n_items, ks=(10,))["ndcg@10"]
+
+    def valid(fn):
+        return full_ranking(fn, data.valid_csr, data.train_csr, data.n_items, ks=(10,))["ndcg@10"]
+
+    u, i = model.user_item_embeddings()
+    qu, qi = quantize_rows(u), quantize_rows(i)
+    fp32 = _fused(data, model, "fp32")
+    fp32.weights, _ = tune_fusion(fp32, valid, gammas=(0.0, 0.5, 1.0, 2.0))
+    int8 = _fused(data, model, "int8", fp32.weights)
+    run = {"seed": seed, "gnn_fp32": test(scorer_of(model)), "gnn_int8": test(lambda ub: int8_scores(qu, qi, ub)),
+           "fused_fp32": test(fp32), "fused_int8": test(int8),
+           "table_bytes_fp32": fp32.table_bytes(), "table_bytes_int8": int8.table_bytes()}
+    print(run, flush=True)
+    return run
+
+
+def encoder_part(tables, repeats: int, seed: int) -> dict:
+    import duckdb
+    import torch
+
+    from recsys_dagster.core.evaluation import EvalConfig, ProtocolResult, add_rows
+    from recsys_dagster.core.gnn_data import implicit_interactions
+    from recsys_dagster.core.splits import cold_item_split
+    from recsys_dagster.core.text import EncoderConfig, TextEncoder
+    from recsys_dagster.core.train import TrainConfig
+    from recsys_dagster.core.training_data import data_for_split
+    from recsys_dagster.settings import load_settings
+
+    conn = duckdb.connect(load_settings().warehouse, read_only=True)
+    frame = conn.execute("SELECT item_id, text FROM item_text_embeddings ORDER BY item_id").df()
+    conn.close()
+    texts = frame.text.tolist()
+    out: dict = {"texts": len(texts), "threads": torch.get_num_threads()}
+    vectors, seconds = {}, {}
+    encoders = {"fp32": TextEncoder(EncoderConfig(device="cpu")),
+                "int8": TextEncoder(EncoderConfig(device="cpu", quantize="int8"))}
+    for enc in encoders.values():
+        enc.encode(texts[:64])  # load + warm up
+    for _ in range(repeats):  # interleaved: both see the same machine state
+        for name, enc in encoders.items():
+            t0 = time.perf_counter()
+            vectors[name] = enc.encode(texts)
+            seconds.setdefault(name, []).append(time.perf_counter() - t0)
+    cos = (vectors["fp32"] * vectors["int8"]).sum(axis=1)
+    out.update({f"{n}_texts_per_s": len(texts) / median(s) for n, s in seconds.items()})
+    out["speedup"] = out["int8_texts_per_s"] / out["fp32_texts_per_s"]
+    out["cosine_mean"], out["cosine_min"] = float(cos.mean()), float(cos.min())
+    cfg = TrainConfig(seed=seed, split_seed=seed, device="cpu")
+    positives = implicit_interactions(tables.interactions, cfg.min_rating)
+    split, _ = cold_item_split(positives, share=0.1, seed=seed, base=cfg.split_spec().apply(positives))
+    for name, v in vectors.items():
+        data = data_for_split(replace(tables, item_text=(frame.item_id.to_numpy(), v)), split, cfg)
+        has_train = np.bincount(data.train_items, minlength=data.n_items) > 0
+        cand = np.flatnonzero(~has_train & (np.bincount(data.test_csr[1], minlength=data.n_items) > 0))
+        from recsys_dagster.core.baselines import TextKNN
+
+        out[f"cold_text_knn_recall@20_{name}"] = add_rows(ProtocolResult(), "cold_item", "text_knn",
+                                                          TextKNN(data.user_text, data.item_text), data,
+                                                          EvalConfig(), cand)["recall@20"]
+    out["cold_ratio"] = out["cold_text_knn_recall@20_int8"] / out["cold_text_knn_recall@20_fp32"]
+    print(out, flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    tables = warehouse_tables()
+    enc = encoder_part(tables, args.repeats, args.seeds[0])
+    runs = tables_part(tables, args.seeds)
+
+    def stat(key):
+        return f"{np.mean([r[key] for r in runs]):.4f} ± {np.std([r[key] for r in runs]):.4f}"
+
+    table = []
+    for part in ("gnn", "fused"):
+        ratio = [r[f"{part}_int8"] / r[f"{part}_fp32"] for r in runs]
+        table.append({"scorer": part, "NDCG@10 fp32": stat(f"{part}_fp32"), "NDCG@10 int8": stat(f"{part}_int8"),
+                      "retention": f"{np.mean(ratio):.4f} (min {np.min(ratio):.4f})",
+                      "table memory int8/fp32": f"{runs[0]['table_bytes_int8'] / runs[0]['table_bytes_fp32']:.3f}"})
+    print_table(table, f"int8 embedding tables, protocol A, seeds {args.seeds}")
+    print_table([{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in enc.items()}], "int8 text encoder")
+    write_json("lightweight", {"seeds": args.seeds, "table": table, "runs": runs, "encoder": enc})
+
+
+if __name__ == "__main__":
+    main()
