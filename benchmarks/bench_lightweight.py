@@ -45,6 +45,7 @@ def tables_part(tables, seeds) -> list[dict]:
 
 
 def _one_seed(tables, tuned: dict, seed: int) -> dict:
+    from recsys_dagster.core.distill import DistillConfig, distill
     from recsys_dagster.core.evaluation import scorer_of
     from recsys_dagster.core.fusion import tune_fusion
     from recsys_dagster.core.metrics import full_ranking
@@ -67,11 +68,31 @@ def _one_seed(tables, tuned: dict, seed: int) -> dict:
     fp32 = _fused(data, model, "fp32")
     fp32.weights, _ = tune_fusion(fp32, valid, gammas=(0.0, 0.5, 1.0, 2.0))
     int8 = _fused(data, model, "int8", fp32.weights)
+    student = distill(fp32, data.train_csr, data.n_items, DistillConfig(seed=seed), log=print)
+    teacher_params = sum(p.numel() for p in model.parameters())
     run = {"seed": seed, "gnn_fp32": test(scorer_of(model)), "gnn_int8": test(lambda ub: int8_scores(qu, qi, ub)),
-           "fused_fp32": test(fp32), "fused_int8": test(int8),
-           "table_bytes_fp32": fp32.table_bytes(), "table_bytes_int8": int8.table_bytes()}
+           "fused_fp32": test(fp32), "fused_int8": test(int8), "student": test(student.score),
+           "student_valid": valid(student.score), "fused_valid": valid(fp32),
+           "table_bytes_fp32": fp32.table_bytes(), "table_bytes_int8": int8.table_bytes(),
+           "student_params": student.parameters(), "gnn_params": teacher_params,
+           "fused_state": teacher_params + data.n_items ** 2 + int(fp32.table_bytes() // 4),
+           "distill_seconds": student.seconds,
+           "score_all_s_fused": _time_all(fp32, data), "score_all_s_student": _time_all(student.score, data)}
     print(run, flush=True)
     return run
+
+
+def _time_all(score, data, repeats: int = 3) -> float:
+    """Median seconds to rank every user's top 20 unseen items."""
+    from recsys_dagster.core.fusion import top_k
+
+    users = np.arange(data.n_users)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        top_k(score, users, data.train_plus_valid_csr(), data.n_items, 20)
+        times.append(time.perf_counter() - t0)
+    return median(times)
 
 
 def encoder_part(tables, repeats: int, seed: int) -> dict:
@@ -141,8 +162,19 @@ def main() -> None:
                       "retention": f"{np.mean(ratio):.4f} (min {np.min(ratio):.4f})",
                       "table memory int8/fp32": f"{runs[0]['table_bytes_int8'] / runs[0]['table_bytes_fp32']:.3f}"})
     print_table(table, f"int8 embedding tables, protocol A, seeds {args.seeds}")
+    ratio = [r["student"] / r["fused_fp32"] for r in runs]
+    student_table = [{"model": "teacher: fused (GNN + text + EASE)", "NDCG@10": stat("fused_fp32"),
+                      "retention": "1", "parameters": f"{runs[0]['fused_state']:,} (GNN {runs[0]['gnn_params']:,})",
+                      "score every user (s, median)": f"{np.median([r['score_all_s_fused'] for r in runs]):.3f}"},
+                     {"model": "student: MF dim 16, distilled", "NDCG@10": stat("student"),
+                      "retention": f"{np.mean(ratio):.4f} (min {np.min(ratio):.4f})",
+                      "parameters": f"{runs[0]['student_params']:,} ({runs[0]['student_params'] / runs[0]['gnn_params']:.1%}"
+                                    f" of the GNN's, {runs[0]['student_params'] / runs[0]['fused_state']:.1%} of the fused)",
+                      "score every user (s, median)": f"{np.median([r['score_all_s_student'] for r in runs]):.3f}"}]
+    print_table(student_table, "distillation")
     print_table([{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in enc.items()}], "int8 text encoder")
-    write_json("lightweight", {"seeds": args.seeds, "table": table, "runs": runs, "encoder": enc})
+    write_json("lightweight", {"seeds": args.seeds, "table": table, "student_table": student_table, "runs": runs,
+                               "encoder": enc})
 
 
 if __name__ == "__main__":
