@@ -76,6 +76,7 @@ bench: warehouse
 	$(BIN)/python -m benchmarks.bench_growth
 	$(BIN)/python -m benchmarks.bench_propagation
 	$(BIN)/python -m benchmarks.bench_privacy
+	$(BIN)/python -m benchmarks.bench_lightweight
 	$(BIN)/python -m benchmarks.report
 
 ## The accuracy benchmark on ml-latest-small (its own home under data/ml-latest-small; ~45 min on 2 cores).
