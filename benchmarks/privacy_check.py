@@ -83,8 +83,16 @@ def main() -> None:
     acc = [{"model": m, "plain": f"{a[m]:.4f}", "pseudonymized": f"{b[m]:.4f}", "ratio": f"{b[m] / a[m]:.3f}"}
            for m in a if m in b and a[m]]
     print_table(acc, "evaluation (protocol A NDCG@10; cold items Recall@20): plain vs pseudonymized build")
+    from recsys_dagster.core.evaluation import is_own
+
+    def standing(scores):  # fused / best peer of the same build: comparable across the two splits
+        peers = {m: v for m, v in scores.items() if not is_own(m) and not m.startswith("cold_item")}
+        best = max(peers, key=peers.get)
+        return {"best_peer": best, "fused_over_best_peer": scores["fused"] / peers[best]}
+
     ok = all(p["not_tokens"] == 0 and p["raw_ids"] == 0 for p in places)
-    write_json("privacy_check", {"places": places, "accuracy": acc, "ok": ok, "raw_ids_checked": len(raw_ids)})
+    write_json("privacy_check", {"places": places, "accuracy": acc, "ok": ok, "raw_ids_checked": len(raw_ids),
+                                 "standing": {"plain": standing(a), "pseudonymized": standing(b)}})
     print(f"privacy-check: {'ok' if ok else 'FAILED'}: {sum(p['values'] for p in places)} stored user ids in "
           f"{len(places)} places, all tokens: {ok}")
 

@@ -315,7 +315,14 @@ def privacy_check(d: dict | None) -> str:
             f"or is one of the dataset's {d['raw_ids_checked']} raw ids (result: "
             f"{'ok' if d['ok'] else 'FAILED'}):\n\n" + _table(d["places"]) +
             "\n\nThe evaluation of both builds (tokens change the hash split: same sizes, different sample):\n\n"
-            + _table(d["accuracy"]) + "\n")
+            + _table(d["accuracy"]) + "\n" + _standing(d.get("standing")))
+
+
+def _standing(st: dict | None) -> str:
+    if not st:
+        return ""
+    return ("\nWithin each build, fused / its best peer: " + "; ".join(
+        f"{name} {v['fused_over_best_peer']:.3f} ({v['best_peer']})" for name, v in st.items()) + ".\n")
 
 
 def lightweight(d: dict | None) -> str:
