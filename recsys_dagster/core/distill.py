@@ -106,7 +106,7 @@ def distill(teacher, train_csr: tuple, n_items: int, config: DistillConfig = Dis
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(ub)
+            total += float(loss.detach()) * len(ub)
         history.append({"epoch": epoch, "loss": total / n_users})
     seconds = time.perf_counter() - t0
     log(f"distilled a dim-{config.dim} student in {seconds:.1f}s (final loss {history[-1]['loss']:.4f})")
