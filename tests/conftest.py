@@ -65,6 +65,25 @@ def synthetic_folder(tmp_path):
     return generate(tmp_path / "synthetic", n_users=60, n_items=40, n_interactions=900, days=5, seed=1)
 
 
+def synthetic_tables(tmp: Path, folder: Path, last_day: str = "2024-01-05"):
+    """The core's ``WarehouseTables`` of a synthetic folder ingested with its KG and item text."""
+    import duckdb
+
+    from recsys_dagster.core.training_data import read_tables
+    from recsys_dagster.definitions import build_definitions
+
+    settings = make_settings(tmp, str(folder))
+    defs = build_definitions(settings)
+    run_assets(defs, "items,users")
+    run_assets(defs, "raw_interactions,cleaned_interactions", partition_range=("2024-01-01", last_day))
+    run_assets(defs, "knowledge_graph,item_text_embeddings")
+    conn = duckdb.connect(settings.warehouse, read_only=True)
+    try:
+        return read_tables(conn)
+    finally:
+        conn.close()
+
+
 def synthetic_warehouse(tmp: Path, last_day: str, prepare=None, extra_assets: str = "", **generate_kw):
     """A synthetic generic dataset ingested from 2024-01-01 through ``last_day``, with its KG and
     item text embeddings (plus ``extra_assets``); ``prepare(folder)`` may edit the files first.

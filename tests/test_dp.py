@@ -71,22 +71,11 @@ def test_bad_config_is_a_clear_error():
 
 
 def test_evaluation_reports_dp_rows_as_own_models(tmp_path, synthetic_folder):
-    import duckdb
-
     from recsys_dagster.core.evaluation import EvalConfig, evaluate_protocols, is_own
     from recsys_dagster.core.train import TrainConfig
-    from recsys_dagster.core.training_data import read_tables
-    from recsys_dagster.definitions import build_definitions
-    from tests.conftest import make_settings, run_assets
+    from tests.conftest import synthetic_tables
 
-    settings = make_settings(tmp_path, str(synthetic_folder))
-    defs = build_definitions(settings)
-    run_assets(defs, "items,users")
-    run_assets(defs, "raw_interactions,cleaned_interactions", partition_range=("2024-01-01", "2024-01-05"))
-    run_assets(defs, "knowledge_graph,item_text_embeddings")
-    conn = duckdb.connect(settings.warehouse, read_only=True)
-    tables = read_tables(conn)
-    conn.close()
+    tables = synthetic_tables(tmp_path, synthetic_folder)
     config = EvalConfig(train=TrainConfig(device="cpu", max_epochs=2, min_epochs=1, embedding_dim=8),
                         protocols=("A", "cold_item"), trained_baselines=(), explanation_users=0, dp_epsilons=(4.0,))
     rows = evaluate_protocols(tables, config, log=lambda m: None).rows

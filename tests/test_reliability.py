@@ -94,17 +94,9 @@ def test_same_seed_same_metrics_on_cpu(tmp_path, synthetic_folder):
     """Two evaluations (every model trained inside, all protocols) with the same seed agree exactly."""
     from recsys_dagster.core.evaluation import EvalConfig, evaluate_protocols
     from recsys_dagster.core.train import TrainConfig
-    from recsys_dagster.core.training_data import read_tables
-    from recsys_dagster.definitions import build_definitions
+    from tests.conftest import synthetic_tables
 
-    settings = make_settings(tmp_path, str(synthetic_folder))
-    defs = build_definitions(settings)
-    run_assets(defs, "items,users")
-    run_assets(defs, "raw_interactions,cleaned_interactions", partition_range=("2024-01-01", "2024-01-05"))
-    run_assets(defs, "knowledge_graph,item_text_embeddings")
-    conn = duckdb.connect(settings.warehouse, read_only=True)
-    tables = read_tables(conn)
-    conn.close()
+    tables = synthetic_tables(tmp_path, synthetic_folder)
     config = EvalConfig(train=TrainConfig(device="cpu", max_epochs=6, min_epochs=6, embedding_dim=16), ablations=True)
     runs = [evaluate_protocols(tables, config, log=lambda m: None).rows for _ in range(2)]
     assert len(runs[0]) > 50 and runs[0] == runs[1]
