@@ -189,7 +189,7 @@ def train_dp(data, config: DPConfig, log=print) -> DPResult:
                 warnings.filterwarnings("ignore", message="Full backward hook is firing")
                 loss.backward()
             optimizer.step()
-            total, batches, steps = total + float(loss), batches + 1, steps + 1
+            total, batches, steps = total + float(loss.detach()), batches + 1, steps + 1
         history.append({"epoch": epoch, "loss": total / max(batches, 1)})
     spent = float(engine.get_epsilon(delta)) if engine is not None else None
     log(f"dp {config.model} ε={config.epsilon}: spent {spent}, noise {noise:.3f}, {steps} steps, "
