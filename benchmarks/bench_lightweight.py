@@ -22,14 +22,12 @@ import numpy as np
 from benchmarks.common import median, print_table, warehouse_tables, write_json
 
 
-def _fused(data, model, precision: str, weights=None):
+def _fused(data, model, ease, precision: str, weights=None):
     import torch
 
     from recsys_dagster.core.fusion import FusedScorer, FusionWeights
-    from recsys_dagster.core.tuning import tune_closed_form
 
     users, items = model.user_item_embeddings()
-    ease, _, _ = tune_closed_form("ease", data)
     return FusedScorer(users, items, torch.as_tensor(data.user_text), torch.as_tensor(data.item_text),
                        torch.as_tensor(np.diff(data.train_csr[0])),
                        torch.as_tensor(np.bincount(data.train_items, minlength=data.n_items)),
@@ -46,12 +44,13 @@ def tables_part(tables, seeds) -> list[dict]:
 
 def _one_seed(tables, tuned: dict, seed: int) -> dict:
     from recsys_dagster.core.distill import DistillConfig, distill
-    from recsys_dagster.core.evaluation import scorer_of
+    from recsys_dagster.core.evaluation import EvalConfig, scorer_of
     from recsys_dagster.core.fusion import tune_fusion
     from recsys_dagster.core.metrics import full_ranking
     from recsys_dagster.core.quantize import int8_scores, quantize_rows
     from recsys_dagster.core.train import TrainConfig, train
     from recsys_dagster.core.training_data import data_for_split, make_split
+    from recsys_dagster.core.tuning import tune_closed_form
 
     base = replace(TrainConfig(seed=seed, split_seed=seed, device="cpu"), **tuned)
     data = data_for_split(tables, make_split(tables, base), base)
@@ -65,9 +64,11 @@ def _one_seed(tables, tuned: dict, seed: int) -> dict:
 
     u, i = model.user_item_embeddings()
     qu, qi = quantize_rows(u), quantize_rows(i)
-    fp32 = _fused(data, model, "fp32")
-    fp32.weights, _ = tune_fusion(fp32, valid, gammas=(0.0, 0.5, 1.0, 2.0))
-    int8 = _fused(data, model, "int8", fp32.weights)
+    ease, _, _ = tune_closed_form("ease", data)  # λ on validation, as in the evaluation
+    grid = EvalConfig()  # the evaluation's own fusion grid (β x γ on validation)
+    fp32 = _fused(data, model, ease, "fp32")
+    fp32.weights, _ = tune_fusion(fp32, valid, grid.fusion_betas, grid.fusion_gammas)
+    int8 = _fused(data, model, ease, "int8", fp32.weights)
     student = distill(fp32, data.train_csr, data.n_items, DistillConfig(seed=seed), log=print)
     teacher_params = sum(p.numel() for p in model.parameters())
     run = {"seed": seed, "gnn_fp32": test(scorer_of(model)), "gnn_int8": test(lambda ub: int8_scores(qu, qi, ub)),
@@ -99,6 +100,7 @@ def encoder_part(tables, repeats: int, seed: int) -> dict:
     import duckdb
     import torch
 
+    from recsys_dagster.core.baselines import TextKNN
     from recsys_dagster.core.evaluation import EvalConfig, ProtocolResult, add_rows
     from recsys_dagster.core.gnn_data import implicit_interactions
     from recsys_dagster.core.splits import cold_item_split
@@ -133,8 +135,6 @@ def encoder_part(tables, repeats: int, seed: int) -> dict:
         data = data_for_split(replace(tables, item_text=(frame.item_id.to_numpy(), v)), split, cfg)
         has_train = np.bincount(data.train_items, minlength=data.n_items) > 0
         cand = np.flatnonzero(~has_train & (np.bincount(data.test_csr[1], minlength=data.n_items) > 0))
-        from recsys_dagster.core.baselines import TextKNN
-
         out[f"cold_text_knn_recall@20_{name}"] = add_rows(ProtocolResult(), "cold_item", "text_knn",
                                                           TextKNN(data.user_text, data.item_text), data,
                                                           EvalConfig(), cand)["recall@20"]

@@ -13,15 +13,17 @@ GROUP = "ingestion"
 #: Reading source files can hit a flaky network share or a download in progress.
 IO_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
-def _check_key(conn, dataset: DatasetResource) -> None:
+def _check_key(conn, dataset: DatasetResource) -> bool:
     """The run's key must match the warehouse's id space; a mismatch is not retried (it is
-    not transient) and its message says how to proceed."""
+    not transient) and its message says how to proceed. Returns whether ids are pseudonymized."""
     from recsys_dagster.core.privacy import PrivacyError, check_key
 
+    pseudo = dataset.pseudonymizer()
     try:
-        check_key(conn, dataset.pseudonymizer())
+        check_key(conn, pseudo)
     except PrivacyError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
+    return pseudo is not None
 
 
 def _metadata_asset(name: str, reader: str, doc: str):
@@ -33,10 +35,10 @@ def _metadata_asset(name: str, reader: str, doc: str):
         t0 = time.perf_counter()
         frame, rejects = getattr(dataset.open(), reader)()
         rejects = rejects.assign(table=name)
-        skipped = 0
+        skipped, pseudonymized = 0, False
         with warehouse.get_connection() as conn:
             if personal := wh.TABLES[name].personal:
-                _check_key(conn, dataset)
+                pseudonymized = _check_key(conn, dataset)
                 frame, skipped = skip_forgotten(conn, frame)
                 rejects, rejected_skipped = skip_forgotten(conn, rejects)
                 skipped += rejected_skipped
@@ -50,7 +52,7 @@ def _metadata_asset(name: str, reader: str, doc: str):
                 "rows_quarantined": len(rejects),
                 **({"rows_of_forgotten_users_skipped": skipped} if personal else {}),
                 "seconds": round(time.perf_counter() - t0, 3),
-                "preview": preview(frame, dataset.pseudonymizer() is not None),
+                "preview": preview(frame, pseudonymized),
             }
         )
 
@@ -91,7 +93,7 @@ def build_ingestion_assets(partitions_def: dg.PartitionsDefinition) -> list:
         if dataset.source == "landing" and in_range.empty:
             context.log.warning(f"no files landed for {start}..{end} in {dataset.landing_dir}: the partition is now empty")
         with warehouse.get_connection() as conn:
-            _check_key(conn, dataset)
+            pseudonymized = _check_key(conn, dataset)
             in_range, skipped = skip_forgotten(conn, in_range)
             wh.replace_partition(conn, {"raw_interactions": in_range}, start, end)
         files = sorted(in_range["source_file"].unique().tolist()) if len(in_range) else []
@@ -104,7 +106,7 @@ def build_ingestion_assets(partitions_def: dg.PartitionsDefinition) -> list:
                 "malformed_lines": int(in_range["parse_error"].notna().sum()),
                 "rows_of_forgotten_users_skipped": skipped,
                 "seconds": round(time.perf_counter() - t0, 3),
-                "preview": preview(in_range.drop(columns=["raw_line"]), dataset.pseudonymizer() is not None),
+                "preview": preview(in_range.drop(columns=["raw_line"]), pseudonymized),
             }
         )
 

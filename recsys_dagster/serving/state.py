@@ -291,13 +291,13 @@ class Reloader:
     def check(self) -> bool:
         """Load the snapshot ``SERVING`` points at if it is new; True when it swapped."""
         from recsys_dagster.core.model_store import ModelStoreError
-        from recsys_dagster.core.snapshot import SnapshotError, current_snapshot
+        from recsys_dagster.core.snapshot import SNAPSHOT_DIR, SnapshotError, current_snapshot
 
         try:
             version, export_id = current_snapshot(self.store)
         except (SnapshotError, ModelStoreError) as exc:
             self.error = str(exc)
-            if self.state is not None and not (self.store.root / self.state.version / "serving" /
+            if self.state is not None and not (self.store.root / self.state.version / SNAPSHOT_DIR /
                                                self.state.export_id).is_dir():
                 log.warning("snapshot %s/%s was withdrawn; serving nothing until a new one is published",
                             self.state.version, self.state.export_id)

@@ -135,9 +135,8 @@ def _delete_users(conn, ids: list[str], report: ForgetReport, now) -> None:
         if wh.table_exists(conn, "kg_triples"):
             report.kg_triples_deleted = int(conn.execute(
                 f"DELETE FROM kg_triples WHERE head IN ({nodes}) OR tail IN ({nodes})").fetchone()[0])
-        report.kg_entities_deleted = int(conn.execute(
-            "DELETE FROM kg_entities WHERE kind = 'user' AND entity_key IN (SELECT entity_key FROM _forget_keys)"
-        ).fetchone()[0])
+        report.kg_entities_deleted = int(conn.execute(f"DELETE FROM kg_entities WHERE entity_id IN ({nodes})")
+                                         .fetchone()[0])
         conn.unregister("_forget_keys")
     conn.execute("INSERT OR IGNORE INTO forgotten_users SELECT tombstone, ? FROM _forget", [now])
     detail = json.dumps({"rows_deleted": sum(report.rows_deleted.values()),

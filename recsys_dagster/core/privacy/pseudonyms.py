@@ -18,7 +18,6 @@ warehouse to the configured key.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import os
@@ -29,7 +28,8 @@ import pandas as pd
 TOKEN_PREFIX = "u_"
 TOKEN_HEX = 32  # 128 bits
 MIN_KEY_BYTES = 16
-OFF = "off"  # privacy_state value of a warehouse holding raw user ids
+ID_SPACE = "id_space"  # privacy_state name of the warehouse's user-id space
+OFF = "off"  # its value for a warehouse holding raw user ids
 USER_SPAN = "_user_span"  # reader column: (start, end) of the user field in a malformed raw line
 
 
@@ -144,12 +144,9 @@ def is_token(value: str) -> bool:
 
 def recorded_space(conn) -> str | None:
     """The id space the warehouse recorded, or None when it has not recorded one."""
-    from recsys_dagster.core import warehouse as wh
+    from recsys_dagster.core.privacy.state import get_state
 
-    if not wh.table_exists(conn, "privacy_state"):
-        return None
-    row = conn.execute("SELECT value FROM privacy_state WHERE name = 'id_space'").fetchall()
-    return row[0][0] if row else None
+    return get_state(conn, ID_SPACE)
 
 
 def _holds_users(conn) -> bool:
@@ -159,22 +156,16 @@ def _holds_users(conn) -> bool:
                for t in ("users", "raw_interactions", "cleaned_interactions"))
 
 
-def record_space(conn, space: str) -> None:
-    from recsys_dagster.core import warehouse as wh
-
-    frame = pd.DataFrame({"name": ["id_space"], "value": [space],
-                          "updated_at": [dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)]})
-    wh.write(conn, "privacy_state", frame)
-
-
 def check_key(conn, pseudonymizer: Pseudonymizer | None) -> str:
     """Refuse to write user rows in another id space than the warehouse's; record the space
     on first use (a warehouse written before this existed holds raw ids). Returns it."""
     want = id_space(pseudonymizer)
     have = recorded_space(conn)
     if have is None:
+        from recsys_dagster.core.privacy.state import set_state
+
         have = OFF if _holds_users(conn) else want
-        record_space(conn, have)
+        set_state(conn, ID_SPACE, have)
     if have != want:
         def describe(space):
             return "raw user ids (no key)" if space == OFF else f"pseudonyms under the key with fingerprint {space}"

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from recsys_dagster.core import warehouse as wh
-from recsys_dagster.core.privacy.pseudonyms import OFF, PrivacyError, id_space, recorded_space
+from recsys_dagster.core.privacy.pseudonyms import (
+    ID_SPACE,
+    OFF,
+    PrivacyError,
+    id_space,
+    recorded_space,
+    stored_form,
+)
+from recsys_dagster.core.privacy.state import set_state
 
 RAW_LINE_TABLES = ("raw_interactions", "interactions_quarantine", "metadata_quarantine")
 
@@ -65,16 +73,13 @@ def rekey(conn, raw_ids: list[str], old, new, store=None, mlflow_uri: str | None
     if have == want:
         return report
 
-    def form(p, u):
-        return p.token(u) if p is not None else u
-
-    olds, news = [form(old, u) for u in raw_ids], [form(new, u) for u in raw_ids]
+    olds, news = stored_form(raw_ids, old), stored_form(raw_ids, new)
     mapping = pd.DataFrame({"old": olds + [tombstone_of(o) for o in olds],
                             "new": news + [tombstone_of(n) for n in news]})  # ids, then tombstone digests
     report.ids_mapped = len(raw_ids)
     conn.register("_rekey", mapping)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    for table in ("privacy_state", "privacy_audit"):
+    for table in ("privacy_state", "privacy_audit"):  # DDL before the transaction
         wh.ensure_table(conn, table)
     try:
         with wh.transaction(conn):
@@ -107,8 +112,7 @@ def _rewrite(conn, report: RekeyReport, now) -> None:
     if wh.table_exists(conn, "kg_entities"):
         conn.execute("UPDATE kg_entities SET entity_key = 'user:' || m.new, name = m.new FROM _rekey m "
                      "WHERE kg_entities.kind = 'user' AND kg_entities.entity_key = 'user:' || m.old")
-    conn.execute("DELETE FROM privacy_state WHERE name = 'id_space'")
-    conn.execute("INSERT INTO privacy_state VALUES ('id_space', ?, ?)", [report.new_space, now])
+    set_state(conn, ID_SPACE, report.new_space)
     conn.execute("INSERT INTO privacy_audit VALUES (?, 'retokenize', NULL, ?)",
                  [now, json.dumps({"from": report.old_space, "to": report.new_space, "ids_mapped": report.ids_mapped})])
 

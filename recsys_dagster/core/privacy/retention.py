@@ -16,15 +16,14 @@ import json
 import pandas as pd
 
 from recsys_dagster.core import warehouse as wh
+from recsys_dagster.core.privacy.state import get_state, set_state
 
 STATE = "raw_retained_from"
 
 
 def retained_from(conn) -> dt.date | None:
-    if not wh.table_exists(conn, "privacy_state"):
-        return None
-    row = conn.execute("SELECT value FROM privacy_state WHERE name = ?", [STATE]).fetchall()
-    return dt.date.fromisoformat(row[0][0]) if row else None
+    value = get_state(conn, STATE)
+    return dt.date.fromisoformat(value) if value else None
 
 
 def apply_retention(conn, days: int | None) -> tuple[dt.date | None, int]:
@@ -43,8 +42,7 @@ def apply_retention(conn, days: int | None) -> tuple[dt.date | None, int]:
         n = int(conn.execute("DELETE FROM raw_interactions WHERE event_date < ?", [cutoff]).fetchone()[0])
         previous = retained_from(conn)
         keep = max(cutoff, previous) if previous else cutoff
-        conn.execute("DELETE FROM privacy_state WHERE name = ?", [STATE])
-        conn.execute("INSERT INTO privacy_state VALUES (?, ?, ?)", [STATE, keep.isoformat(), now])
+        set_state(conn, STATE, keep.isoformat())
         if n:
             conn.execute("INSERT INTO privacy_audit VALUES (?, 'retention', NULL, ?)",
                          [now, json.dumps({"raw_rows_deleted": n, "before": cutoff.isoformat(), "days": int(days)})])
