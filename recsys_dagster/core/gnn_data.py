@@ -29,6 +29,7 @@ class TrainData:
     kg_tail: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     kg_rel: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     relation_names: list[str] = field(default_factory=list)
+    text_model: str | None = None  # the encoder's model id of item_text (what a transfer checks)
 
     @property
     def n_users(self) -> int:

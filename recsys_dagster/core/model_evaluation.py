@@ -13,7 +13,7 @@ import pandas as pd
 
 from recsys_dagster.core.evaluation import ROW_COLUMNS, EvalConfig, evaluate_protocols
 from recsys_dagster.core.gate import GateConfig, GateResult, ndcg_at_10, quality_gate
-from recsys_dagster.core.model_store import ModelStore, leaked_pairs
+from recsys_dagster.core.model_store import ModelStore, ModelStoreError, leaked_pairs
 from recsys_dagster.core.splits import SplitSpec
 
 
@@ -68,7 +68,10 @@ def evaluate_version(store: ModelStore, version: str, tables, config: EvalConfig
     def main_model_for(data, protocol_split):
         t0 = time.perf_counter()
         graded = pd.concat([protocol_split.valid, protocol_split.test])
-        leak_check.update(leaked_pairs(store, version, graded))
+        try:
+            leak_check.update(leaked_pairs(store, version, graded))
+        except ModelStoreError as exc:  # an ancestor's training pairs are gone: no honest grade
+            raise EvaluationRefused(str(exc)) from None
         if any(leak_check.values()):
             worst = max(leak_check, key=leak_check.get)
             raise EvaluationRefused(f"{leak_check[worst]} of the {len(graded)} valid/test pairs were training pairs "

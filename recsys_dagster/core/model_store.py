@@ -233,12 +233,44 @@ class ModelStore:
         return load_weights(self.get(version).weights, data, device)
 
 
+def ancestry(store: ModelStore, version: str) -> list[tuple[ModelStore, ModelVersion]]:
+    """Every model whose training shaped ``version``: its warm-start lineage and, for each
+    of those started by a transfer (``transfer_from``), the source's lineage in its own
+    store, recursively. A source of *another dataset* (both manifests name different
+    datasets) is listed too; :func:`leaked_pairs` does not compare its ids (another id space)."""
+    out, todo, seen = [], [(store, version)], set()
+    while todo:
+        st, name = todo.pop(0)
+        for mv in st.lineage(name):
+            key = (str(st.root.resolve()), mv.version)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append((st, mv))
+            src = mv.manifest.get("transfer_from")
+            if src:
+                src_store = ModelStore(src["store"])
+                if not (src_store.root / src["version"] / MANIFEST).is_file():
+                    raise ModelStoreError(f"transfer source {src['version']} of {mv.version} is gone from "
+                                          f"{src['store']}: its training data cannot be checked")
+                todo.append((src_store, src["version"]))
+    return out
+
+
 def leaked_pairs(store: ModelStore, version: str, pairs: pd.DataFrame) -> dict[str, int]:
-    """How many of ``pairs`` (user_id, item_id) each version in ``version``'s lineage trained
-    on; an honest evaluation finds 0 everywhere."""
+    """How many of ``pairs`` (user_id, item_id) each model in ``version``'s
+    :func:`ancestry` trained on; an honest evaluation finds 0 everywhere. Transfer sources
+    trained on another dataset (recorded ``dataset`` names differ) share no users with
+    this one and are reported under ``"<version> (other dataset <name>)"`` with 0."""
     keys = pd.MultiIndex.from_frame(pairs[["user_id", "item_id"]].astype(str))
+    own = store.get(version).manifest.get("dataset")
     out = {}
-    for mv in store.lineage(version):
-        trained = pd.MultiIndex.from_frame(store.train_pairs(mv.version)[["user_id", "item_id"]].astype(str))
-        out[mv.version] = int(keys.isin(trained).sum())
+    for st, mv in ancestry(store, version):
+        label = mv.version if st.root.resolve() == store.root.resolve() else f"{mv.version} ({st.root})"
+        other = mv.manifest.get("dataset")
+        if own and other and other != own:
+            out[f"{label} (other dataset {other})"] = 0
+            continue
+        trained = pd.MultiIndex.from_frame(st.train_pairs(mv.version)[["user_id", "item_id"]].astype(str))
+        out[label] = int(keys.isin(trained).sum())
     return out

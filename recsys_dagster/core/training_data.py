@@ -20,6 +20,7 @@ class WarehouseTables:
     relations: pd.DataFrame | None
     triples: pd.DataFrame | None
     item_text: tuple | None
+    text_model: str | None = None  # the encoder's model id of item_text
 
 
 def read_tables(conn, until: str | None = None, window_days: int | None = None) -> WarehouseTables:
@@ -36,13 +37,14 @@ def read_tables(conn, until: str | None = None, window_days: int | None = None) 
     inter = conn.execute(sql + (" WHERE " + " AND ".join(where) if where else ""), params).df()
     users = [r[0] for r in conn.execute("SELECT user_id FROM users").fetchall()]
     items = [r[0] for r in conn.execute("SELECT item_id FROM items").fetchall()]
-    text = None
+    text, text_model = None, None
     if wh.table_exists(conn, "item_text_embeddings"):
         text = wh.read_embeddings(conn, "item_text_embeddings", "item_id")
+        text_model = conn.execute("SELECT any_value(model_id) FROM item_text_embeddings").fetchall()[0][0]
         if len(text[0]) == 0:
             text = None
     return WarehouseTables(inter, users, items, wh.read_table(conn, "kg_entities"), wh.read_table(conn, "kg_relations"),
-                           wh.read_table(conn, "kg_triples"), text)
+                           wh.read_table(conn, "kg_triples"), text, text_model)
 
 
 def make_split(tables: WarehouseTables, config) -> Split:
@@ -52,8 +54,10 @@ def make_split(tables: WarehouseTables, config) -> Split:
 
 
 def data_for_split(tables: WarehouseTables, split: Split, config) -> TrainData:
-    return build_train_data(split, tables.user_ids, tables.item_ids, tables.entities, tables.relations,
+    data = build_train_data(split, tables.user_ids, tables.item_ids, tables.entities, tables.relations,
                             tables.triples, tables.item_text, use_kg=config.use_kg, use_text=config.use_text)
+    data.text_model = tables.text_model if data.item_text is not None else None
+    return data
 
 
 def load_training_data(warehouse: str, config) -> TrainData:

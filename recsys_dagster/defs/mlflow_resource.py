@@ -119,8 +119,11 @@ class TrainingRun:
         import mlflow
 
         result, mv = fit.result, fit.version
+        src = mv.manifest.get("transfer_from") or {}
         mlflow.log_params({"parent_version": mv.parent or "", "model_version": mv.version,
-                           **{f"split_{k}": v for k, v in mv.manifest["split_sizes"].items()}})
+                           **{f"split_{k}": v for k, v in mv.manifest["split_sizes"].items()},
+                           **({"transfer_from": src["version"], "transfer_store": src["store"],
+                               "transfer_mode": src["mode"]} if src else {})})
         mlflow.log_metrics({**metric_names(result.best_valid, "best_valid_"), **metric_names(result.test, "test_"),
                             "best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch})
         mlflow.log_artifacts(str(mv.path), artifact_path="weights")

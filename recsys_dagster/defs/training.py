@@ -11,6 +11,7 @@ from recsys_dagster.defs.config import config_fields, core_values, derive_config
 from recsys_dagster.defs.mlflow_resource import MLflowResource
 from recsys_dagster.defs.resources import (
     ComputeResource,
+    DatasetResource,
     LauncherResource,
     ModelStoreResource,
     WarehouseResource,
@@ -43,6 +44,12 @@ TrainingConfig = derive_config(
     temperature=(float | None, Field(default=None, description="softmax temperature; None: tuned, as lr")),
     warm_start=(bool, Field(default=False, description="continue from the published version on the same split "
                                                        "(daily refresh)")),
+    transfer_from=(str | None, Field(default=None, description="start from a published model of this or another "
+                                     "dataset: a version name, a version folder or a model store folder (its "
+                                     "published version); towers, same-name relations and fusion transfer, ids "
+                                     "start fresh")),
+    transfer_mode=(str, Field(default="finetune", description="finetune (train on this data from the source's "
+                              "towers) or zero_shot (score with the source's towers, no training)")),
 )
 
 
@@ -58,6 +65,8 @@ def training_metadata(fit, config: TrainConfig) -> dict:
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "resumed_from_epoch": result.resumed_from if result.resumed_from is not None else -1,
         "warm_start": mv.parent is not None, "stopped_by": result.stopped_by,
+        "transfer_from": (mv.manifest.get("transfer_from") or {}).get("version", "-"),
+        "transfer_mode": (mv.manifest.get("transfer_from") or {}).get("mode", "-"),
         "seconds_per_epoch": round(result.seconds_per_epoch, 4),
         **{f"valid_{k}": round(v, 4) for k, v in result.best_valid.items() if k.endswith("@10")},
         **{f"test_{k}": round(v, 4) for k, v in result.test.items() if k.endswith("@10")},
@@ -88,7 +97,7 @@ def ray_trainer(context: dg.AssetExecutionContext, launcher: LauncherResource, j
                 "knowledge_graph", "item_text_embeddings", "model_hyperparameters"])
 def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: WarehouseResource,
               compute: ComputeResource, mlflow_tracking: MLflowResource, model_store: ModelStoreResource,
-              launcher: LauncherResource) -> dg.MaterializeResult:
+              launcher: LauncherResource, dataset: DatasetResource) -> dg.MaterializeResult:
     """User and item embeddings from the main model (KGTextGNN: id + text projections,
     relation-aware attention over the knowledge graph, LightGCN-style propagation) trained
     with BPR on the protocol-A training split (a seeded hash of each pair: stable as data
@@ -97,9 +106,11 @@ def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehou
     resumes from its checkpoint; one MLflow run per materialization. With the ``ray``
     launcher (RECSYS_LAUNCHER) it trains as a Ray job through Dagster Pipes: Ray Train
     DDP workers, each on its share of every batch; the version, MLflow run and metadata come
-    back the same (plus the job's ``ray_*`` metadata)."""
+    back the same (plus the job's ``ray_*`` metadata). ``transfer_from`` starts from a
+    published model of another dataset (cross-domain transfer, see core/transfer.py)."""
     from recsys_dagster.core.fit import fit_version
     from recsys_dagster.core.training_data import read_tables
+    from recsys_dagster.core.transfer import TransferError
     from recsys_dagster.core.tuning import resolve
 
     t0, reported = time.perf_counter(), {}
@@ -110,10 +121,14 @@ def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehou
     store = model_store.store()
     trainer = ray_trainer(context, launcher, launcher.job_dir(context, "gnn_model"), reported) if launcher.on_ray else None
     with mlflow_tracking.training_run(context, train_config, config.warm_start) as tracking:
-        fit = fit_version(tables, train_config, store, config.warm_start, log=context.log.info,
-                          on_epoch=tracking.log_epoch, extra={**tracking.ids, "launcher": launcher.launcher},
-                          trainer=trainer)
+        try:
+            fit = fit_version(tables, train_config, store, config.warm_start, log=context.log.info,
+                              on_epoch=tracking.log_epoch, trainer=trainer, transfer_from=config.transfer_from,
+                              transfer_mode=config.transfer_mode,
+                              extra={**tracking.ids, "launcher": launcher.launcher, "dataset": dataset.dataset})
+        except TransferError as exc:  # a config problem: retrying cannot help
+            raise dg.Failure(str(exc), allow_retries=False) from None
         tracking.log_version(fit)
-    return dg.MaterializeResult(metadata={**training_metadata(fit, train_config), **tracking.metadata(),
+    return dg.MaterializeResult(metadata={**training_metadata(fit, fit.result.config), **tracking.metadata(),
                                           "launcher": launcher.launcher, **reported,
                                           "seconds": round(time.perf_counter() - t0, 2)})

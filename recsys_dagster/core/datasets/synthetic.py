@@ -26,6 +26,17 @@ TOPICS = [
     ("war", "A historical war epic about soldiers fighting on the front lines."),
 ]
 
+#: A second domain with its own vocabulary (books), for cross-domain tests: other topics,
+#: other words, the same kind of signal.
+BOOK_TOPICS = [
+    ("poetry", "A collection of lyrical poems about seasons, memory and quiet longing."),
+    ("gardening", "A practical handbook on growing vegetables, pruning roses and composting soil."),
+    ("finance", "A guide to personal investing, saving for retirement and reading stock markets."),
+    ("mythology", "Ancient legends of gods, heroes and monsters retold for modern readers."),
+    ("travel", "A travel memoir of trains, mountain villages and markets across Asia."),
+    ("programming", "A textbook on writing software: algorithms, data structures and debugging."),
+]
+
 
 def generate(
     folder: str | Path,
@@ -40,17 +51,20 @@ def generate(
     titles: bool = True,
     entity_labels: bool = False,
     verb: str | None = None,
+    topics: list[tuple[str, str]] | None = None,
 ) -> Path:
     """Write ``interactions.csv``, ``items.csv``, ``users.csv`` (+ ``kg.tsv``,
     ``item_entities.csv``) to ``folder`` and return it. Repeated (user, item) pairs are
     dropped; ``exact`` draws extra events so exactly ``n_interactions`` remain (benchmarks).
     ``titles=False`` leaves the title column out (items known by id and description); KG
     entities have opaque ids (``e17``) and get human labels only with ``entity_labels``
-    (``entity_labels.csv``); ``verb`` goes to ``dataset.json``."""
+    (``entity_labels.csv``); ``verb`` goes to ``dataset.json``. ``topics``: ``(name, description)``
+    pairs, :data:`TOPICS` (films) by default; :data:`BOOK_TOPICS` is another domain."""
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    k = len(TOPICS)
+    vocab = topics or TOPICS
+    k = len(vocab)
     item_topic = rng.integers(0, k, n_items)
     user_topic = rng.integers(0, k, n_users)
     popularity = 1.0 / np.arange(1, n_items + 1) ** 0.8
@@ -81,9 +95,9 @@ def generate(
     inter.to_csv(folder / "interactions.csv", index=False)
     items_frame = pd.DataFrame({
         "item_id": [f"i{i}" for i in range(n_items)],
-        "title": [f"{TOPICS[t][0].title()} Story {i}" for i, t in enumerate(item_topic)],
-        "description": [TOPICS[t][1] for t in item_topic],
-        "genres": [TOPICS[t][0] for t in item_topic],
+        "title": [f"{vocab[t][0].title()} Story {i}" for i, t in enumerate(item_topic)],
+        "description": [vocab[t][1] for t in item_topic],
+        "genres": [vocab[t][0] for t in item_topic],
         "year": rng.integers(1950, 2024, n_items),
         "studio": [f"studio{rng.integers(0, 5)}" for _ in range(n_items)],
     })
@@ -104,8 +118,8 @@ def generate(
         pd.DataFrame({"item_id": [f"i{i}" for i in range(n_items)], "entity": [f"film{i}" for i in range(n_items)]}
                      ).to_csv(folder / "item_entities.csv", index=False)
         if entity_labels:
-            labels = [(e, f"Director {d + 1} of {TOPICS[t][0]}") for (t, d), e in creator.items()]
-            labels += [(e, f"{TOPICS[t][0].title()} theme") for t, e in theme.items()]
+            labels = [(e, f"Director {d + 1} of {vocab[t][0]}") for (t, d), e in creator.items()]
+            labels += [(e, f"{vocab[t][0].title()} theme") for t, e in theme.items()]
             pd.DataFrame(labels, columns=["entity", "label"]).to_csv(folder / "entity_labels.csv", index=False)
     if verb:
         (folder / "dataset.json").write_text(json.dumps({"verb": verb}))

@@ -157,11 +157,29 @@ def invalidate_versions(store, user_ids: set[str], mlflow_uri: str | None) -> tu
             continue
         pairs = mv.path / TRAIN_PAIRS
         trained_on = pairs.is_file() and bool(pd.read_parquet(pairs, columns=["user_id"])["user_id"].isin(user_ids).any())
-        if trained_on or mv.parent in bad:
+        source = _invalid_transfer_source(store, mv, bad)
+        if trained_on or mv.parent in bad or source:
             bad.add(mv.version)
             reasons[mv.version] = ("trained on data of a forgotten user" if trained_on
-                                   else f"warm-started from {mv.parent}, which was invalidated")
+                                   else f"warm-started from {mv.parent}, which was invalidated" if mv.parent in bad
+                                   else f"transferred from {source}, which was invalidated")
     return withdraw_versions(store, reasons, mlflow_uri)
+
+
+def _invalid_transfer_source(store, mv, bad: set[str]) -> str | None:
+    """The transfer source of ``mv`` when it is invalidated (in this store or another one)."""
+    from recsys_dagster.core.model_store import ModelStore, ModelStoreError
+
+    src = mv.manifest.get("transfer_from")
+    if not src:
+        return None
+    same = ModelStore(src["store"]).root.resolve() == store.root.resolve()
+    if same and src["version"] in bad:
+        return src["version"]
+    try:
+        return src["version"] if ModelStore(src["store"]).get(src["version"]).invalidated else None
+    except ModelStoreError:
+        return None
 
 
 def withdraw_versions(store, reasons: dict[str, str], mlflow_uri: str | None) -> tuple[list, int]:

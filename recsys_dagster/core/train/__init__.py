@@ -24,7 +24,8 @@ from recsys_dagster.core.train.weights import (
            node_keys,
            save_weights,
            warm_start_state,
+           weights_payload,
 )
 
 __all__ = ["Checkpoint", "TrainConfig", "TrainResult", "bpr_step", "epoch_samples", "evaluate", "load_weights",
-           "node_keys", "sample_negatives", "save_weights", "train", "warm_start_state"]
+           "node_keys", "sample_negatives", "save_weights", "train", "warm_start_state", "weights_payload"]

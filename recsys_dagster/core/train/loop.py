@@ -176,7 +176,8 @@ def train(
         log(f"full softmax over {data.n_items} items costs batch x items scores per step (~8x a BPR epoch at 10k "
             "items); for large catalogues set loss=bpr or tune on the data (make tune)")
     if warm_start is not None:
-        log(f"warm start: copied {warm_start_state(model, warm_start, data)} tensors from the previous model")
+        what = ("transfer", "source") if warm_start.get("transfer") else ("warm start", "previous")
+        log(f"{what[0]}: copied {warm_start_state(model, warm_start, data)} tensors from the {what[1]} model")
     operator = model.operator()
     mode, batch_size, lr = config.step_plan(len(data.train_users), operator.shape[0] if operator is not None else 0,
                                             data.n_items, propagates=operator is not None)
@@ -197,6 +198,10 @@ def train(
     use_amp = config.amp and device.startswith("cuda")
     ckpt = Checkpoint(checkpoint_path, data, config)
     loop = ckpt.resume(model, opt, gen, log)
+    if warm_start is not None and loop.next_epoch == 0:  # the starting weights compete too (epoch -1)
+        model.refresh()
+        loop.best = evaluate(model, data, "valid", device=device)[config.valid_metric]
+        loop.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     stopped_by, t_start, epoch_times, step = "max_epochs", time.perf_counter(), [], 0
     for epoch in range(loop.next_epoch, config.max_epochs):

@@ -20,8 +20,17 @@ def node_keys(data) -> list[str]:
 def warm_start_state(model, previous: dict, data) -> int:
     """Copy weights of an earlier model: embedding rows matched by node key (new users,
     items and entities keep their fresh rows), relation tensors when the relation list is
-    unchanged, other tensors when shapes match. Returns how many tensors were copied."""
+    unchanged, other tensors when shapes match. Returns how many tensors were copied.
+    A payload marked ``transfer`` (another dataset) goes through
+    :func:`~recsys_dagster.core.transfer.transfer_state` instead: towers and same-name
+    relations, never id rows."""
     import torch
+
+    if previous.get("transfer"):
+        from recsys_dagster.core.transfer import transfer_state
+
+        report = transfer_state(model, previous, data)
+        return len(report.towers) + 2 * bool(report.relations) + 1  # + the zeroed id table
 
     state = model.state_dict()
     prev_state = previous["state_dict"]
@@ -52,17 +61,22 @@ def warm_start_state(model, previous: dict, data) -> int:
 def save_weights(path: str | Path, result: TrainResult, data) -> str:
     """Write ``state_dict`` + id maps + config + metrics; returns the file's SHA-256."""
     path = Path(path)
-    payload = {
+    atomic_save(weights_payload(result, data), path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def weights_payload(result: TrainResult, data) -> dict:
+    """What a weight file holds (tensors on the CPU, plain lists and dicts)."""
+    return {
         "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
         "ids": {"user": [str(x) for x in data.user_ids], "item": [str(x) for x in data.item_ids],
                 "entity": [str(x) for x in data.entity_keys]},
         "node_keys": node_keys(data),
         "relations": list(data.relation_names),
+        "text_model": getattr(data, "text_model", None),
         "config": asdict(result.config),
         "metrics": {"valid": result.best_valid, "test": result.test, "best_epoch": result.best_epoch},
     }
-    atomic_save(payload, path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_weights(path: str | Path, data, device: str = "cpu"):
