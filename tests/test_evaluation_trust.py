@@ -191,3 +191,15 @@ def test_missing_real_data_fails_in_ci_and_skips_elsewhere(tmp_path, ci, expecte
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == expected_rc, proc.stdout[-2000:]
     assert word in proc.stdout
+
+
+def test_gate_grades_the_int8_variant_that_will_serve():
+    ok = quality_gate(_rows({"pop": 0.10, "mf": 0.28, "fused": 0.30, "fused_int8": 0.2995}))
+    assert ok.passed and ok.graded == "fused_int8" and ok.fused == 0.2995
+    assert "fused_int8" not in ok.peers  # the variant is the platform's own, never a peer
+    lossy = quality_gate(_rows({"pop": 0.10, "mf": 0.28, "fused": 0.30, "fused_int8": 0.29}))
+    assert not lossy.passed and "keeps 96.67% of fused" in lossy.failures[0]
+    # every other check applies to the variant in fused's place
+    weak = quality_gate(_rows({"pop": 0.10, "mf": 0.30, "fused": 0.302, "fused_int8": 0.2999}))
+    assert any(f.startswith("fused_int8 0.2999 <= mf") for f in weak.failures)
+    assert quality_gate(_rows({"pop": 0.1, "mf": 0.2, "fused": 0.3})).graded == "fused"

@@ -176,3 +176,44 @@ def test_serving_refits_the_item_item_part_when_the_fusion_uses_it(pipeline):
     hist = seen[1][seen[0][u]: seen[0][u + 1]]
     np.testing.assert_allclose(with_ii.item_item(torch.tensor([u]))[0].numpy(),
                                with_ii.item_item.score_history(list(hist))[0].numpy(), atol=1e-5)
+
+
+def test_int8_scoring_is_graded_recorded_and_served(pipeline):
+    """``scoring: int8`` on the evaluation: the gate grades fused_int8, the store records the
+    precision, and recommendations, explanations and new users run on int8 tables."""
+    from recsys_dagster.core.quantize import Int8Rows
+    from recsys_dagster.core.recommend import recommend_for_new_user
+
+    settings, defs, _ = pipeline
+    store = _store(settings)
+    run_assets(defs, "gnn_model", run_config={"ops": {"gnn_model": {"config": TINY_TRAIN}}})
+    version = store.latest().version
+    result = run_assets(defs, "evaluation_metrics,fused_recommendations", run_config={"ops": {
+        "evaluation_metrics": {"config": {"protocols": ["A"], "scoring": "int8", "min_variant_retention": 0.9,
+                                          **BUDGET}}}})
+    rows = query(settings, "SELECT model, value FROM evaluation_metrics WHERE protocol = 'A' AND metric = 'ndcg' "
+                           "AND k = 10 AND slice = 'all' AND model_version = ?", (version,)).set_index("model").value
+    assert {"fused", "fused_int8"} <= set(rows.index)
+    assert rows["fused_int8"] >= 0.9 * rows["fused"]
+    mv = store.get(version)
+    assert mv.gate["graded"] == "fused_int8" and mv.gate["fused_ndcg@10"] == pytest.approx(rows["fused_int8"])
+    assert mv.scoring_precision == "int8" and store.published().version == version
+    recs = result.asset_materializations_for_node("fused_recommendations")[0]
+    assert recs.metadata["precision"].value == "int8"
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["recommendations_are_valid"]
+    scorer, data, explainer, _ = _production(settings)
+    assert scorer.precision == "int8" and isinstance(scorer.item_gnn, Int8Rows)
+    users = torch.arange(min(30, data.n_users))
+    top = scorer(users).topk(10).indices
+    assert top.shape == (len(users), 10)
+    one = recommend_for_new_user(scorer, data, explainer, item_ids=list(data.item_ids[:3]), k=5)
+    assert len(one) == 5 and one.reason.str.len().gt(0).all()
+    # a variant that loses more than allowed is not published
+    run_assets(defs, "gnn_model", run_config={"ops": {"gnn_model": {"config": TINY_TRAIN}}})
+    strict = run_assets(defs, "evaluation_metrics", raise_on_error=False, run_config={"ops": {
+        "evaluation_metrics": {"config": {"protocols": ["A"], "scoring": "int8", "min_variant_retention": 1.5,
+                                          **BUDGET}}}})
+    gate = {c.check_name: c for c in strict.get_asset_check_evaluations()}["fused_model_quality_gate"]
+    assert not gate.passed and "keeps" in gate.metadata["failures"].value
+    assert store.published().version == version

@@ -40,7 +40,9 @@ ROW_COLUMNS = columns_of("evaluation_metrics", exclude=PROVENANCE)
 #: Models that are the platform's own (the main model, its ablations, the fusion); every
 #: other model in a run is a peer.
 OWN_MODELS = ("kgtextgnn", "fused", "kgtextgnn_no_kg", "kgtextgnn_no_text", "kgtextgnn_no_kg_no_text",
-              "fused_without_gnn", "fused_without_item_item")
+              "fused_without_gnn", "fused_without_item_item", "fused_int8")
+#: What each scoring precision serves, by the row name the gate grades.
+SCORING = {"fp32": "fused", "int8": "fused_int8"}
 #: Rows of the differentially private models (``dp_<model>_eps<ε>``, ``dp_<model>_nonprivate``)
 #: are the platform's own too.
 DP_PREFIX = "dp_"
@@ -80,7 +82,14 @@ class EvalConfig:
     dp_models: tuple[str, ...] = option(("item_factors", "text_tower"), "the DP models dp_epsilons trains")
     explanation_users: int = option(50, "users sampled by the explanation protocol (deletion fidelity, coverage, "
                                         "diversity of the reasons; protocol A, fused and kgtextgnn); 0: off")
+    scoring: str = option("fp32", "precision of the fused scorer's embedding tables that the gate grades and, once "
+                                  "published, fused_recommendations and the service use: fp32, or int8 (per-row "
+                                  "scales, a quarter of the memory; graded as fused_int8 with the fp32 weights)")
     hyperparameters: dict = field(default_factory=dict)  # trained models; ItemKNN/EASE are tuned per run
+
+    def __post_init__(self):
+        if self.scoring not in SCORING:
+            raise ValueError(f"scoring={self.scoring!r}: expected {' or '.join(SCORING)}")
 
     def params(self, name: str) -> dict:
         from recsys_dagster.core.tuning import DEFAULTS
@@ -232,6 +241,10 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         result.fusion = {"alpha": weights.alpha, "beta": weights.beta, "gamma": weights.gamma,
                          **({"ease_lam": ease[1]["lam"]} if ease and weights.gamma else {}), "grid": grid}
     run("fused", scorer, {**main_params, **{k: v for k, v in result.fusion.items() if k != "grid"}})
+    if config.scoring == "int8":  # the served variant: the same weights on int8 tables
+        int8 = FusedScorer(users, items, ut, it, counts, pop, scorer.weights, item_item=scorer.item_item,
+                           precision="int8")
+        run("fused_int8", int8, {**main_params, "precision": "int8"})
     if ease is not None and scorer.weights.gamma > 0:  # attribution: the fusion less one of its parts
         _fusion_ablations(run, scorer, ease[0], data, config, device)
     if protocol == "A" and config.explanation_users and history is not None:

@@ -154,6 +154,13 @@ class UserAttribution:
         return self.per_history.sum(1) + self.attribute_contrib.sum(1) + self.profile + self.popularity
 
 
+def dense(table):
+    """A float tensor of an embedding table (an int8 one dequantized), or None."""
+    from recsys_dagster.core.quantize import Int8Rows
+
+    return table.dequantize() if isinstance(table, Int8Rows) else table
+
+
 class Attributor:
     """Splits a :class:`FusedScorer`'s scores over each user's history (module docstring).
 
@@ -175,8 +182,11 @@ class Attributor:
             self.behaviour = None if w is None else w.detach().float().cpu()
         self.n_items = scorer.popularity.shape[0]
         self.weights = history_weights if history_weights is not None else np.ones(len(train_csr[1]))
-        self.v_center = None if scorer.item_gnn is None else (scorer.item_gnn - scorer.item_gnn.mean(0)).float()
-        self.t_center = None if scorer.item_text is None else (scorer.item_text - scorer.item_text.mean(0)).float()
+        # item tables as the scorer's scores see them (an int8 scorer's rows dequantized: the
+        # attribution splits the score that was served); fp32 tables are shared, not copied
+        self.item_gnn, self.item_text = dense(scorer.item_gnn), dense(scorer.item_text)
+        self.v_center = None if self.item_gnn is None else (self.item_gnn - self.item_gnn.mean(0)).float()
+        self.t_center = None if self.item_text is None else (self.item_text - self.item_text.mean(0)).float()
         if self.terms is not None:
             adj = self.terms[2].to("cpu")
             self.crow, self.col, self.val = adj.crow_indices(), adj.col_indices(), adj.values()
@@ -202,7 +212,7 @@ class Attributor:
             # the behaviour vector is k * sum_h w_h t_h (recency-weighted pooling of the history's text)
             text = pooled = None
             if sc.user_text is not None and H and b_u + a_u:
-                text = sc.item_text[torch.as_tensor(history, dtype=torch.long)].float()
+                text = self.item_text[torch.as_tensor(history, dtype=torch.long)].float()
                 pooled = hw @ text
                 k = float((sc.user_text[u] @ pooled) / (pooled @ pooled).clamp_min(1e-12))
             if zg is not None and a_u:
@@ -225,7 +235,7 @@ class Attributor:
                     profile += c_u * zc[0, it]
             if zt is not None and b_u:
                 if text is not None:
-                    sigma = (sc.user_text[u] @ sc.item_text.T).std().clamp_min(1e-8)
+                    sigma = (sc.user_text[u] @ self.item_text.T).std().clamp_min(1e-8)
                     channels[2] = b_u * k * (self.t_center[it] @ text.T) * hw / sigma
                 else:  # no history to split over (a text profile only)
                     profile += b_u * zt[0, it]
@@ -242,7 +252,7 @@ class Attributor:
 
         sc = self.scorer
         x0, through, _, layers = self.terms
-        sigma = (sc.user_gnn[u] @ sc.item_gnn.T).std().clamp_min(1e-8)
+        sigma = (sc.user_gnn[u] @ self.item_gnn.T).std().clamp_min(1e-8)
         vr = self.v_center[it]
         cols, vals = self.neighbours(u)
         e_u = (x0[u] + vals @ through[cols]) / (layers + 1)

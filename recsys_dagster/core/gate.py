@@ -9,6 +9,10 @@ It reads one evaluation run's rows only (protocol A, ``slice = all``, NDCG@10) a
 * fused falls more than ``max_drop`` below the last *published* version on the same split
   fingerprint (numbers on another split are not comparable, so they are not used).
 
+With a lightweight scoring variant (``EvalConfig.scoring = "int8"``, rows ``fused_int8``)
+the variant is what serves, so it is what is graded: every check above applies to it in
+fused's place, and it must keep ``min_variant_retention`` of fused's NDCG@10.
+
 Its details name the best peer of the run (any model that is not the platform's own) and
 the gap to it, so a pass that only beats the weak peers is visible.
 """
@@ -19,8 +23,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from recsys_dagster.core.evaluation import is_own
+from recsys_dagster.core.evaluation import SCORING, is_own
 from recsys_dagster.core.options import option
+
+#: Lightweight scoring variants; a run that has one of these rows serves (and grades) it.
+VARIANTS = tuple(m for m in SCORING.values() if m != "fused")
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,8 @@ class GateConfig:
     max_drop: float = option(0.05, "the gate fails below (1 - max_drop) x the last published version's fused "
                                    "NDCG@10 on the same split")
     protocol: str = option("A", "the protocol whose rows the gate reads")
+    min_variant_retention: float = option(0.99, "a lightweight scoring variant (fused_int8) must keep this share of "
+                                                "fused NDCG@10, besides passing every other check in its place")
 
 
 @dataclass
@@ -40,6 +49,7 @@ class GateResult:
     peers: dict[str, float] = field(default_factory=dict)
     best_peer: str | None = None
     previous: float | None = None
+    graded: str = "fused"  # the row graded: fused, or the lightweight variant that will serve
 
     @property
     def gap_to_best_peer(self) -> float | None:
@@ -50,7 +60,8 @@ class GateResult:
     def details(self) -> dict:
         return {"failures": "; ".join(self.failures) or "none", "fused_ndcg@10": self.fused,
                 "peers_ndcg@10": self.peers, "best_peer": self.best_peer,
-                "gap_to_best_peer": self.gap_to_best_peer, "previous_published_ndcg@10": self.previous}
+                "gap_to_best_peer": self.gap_to_best_peer, "previous_published_ndcg@10": self.previous,
+                "graded": self.graded}
 
 
 def ndcg_at_10(rows: pd.DataFrame, protocol: str = "A") -> dict[str, float]:
@@ -68,7 +79,8 @@ def quality_gate(rows: pd.DataFrame, previous_published: float | None = None,
     scores = ndcg_at_10(rows, config.protocol)
     peers = {m: v for m, v in scores.items() if not is_own(m)}
     best = max(peers, key=peers.get) if peers else None
-    result = GateResult(False, [], scores.get("fused"), peers, best, previous_published)
+    graded = next((m for m in VARIANTS if m in scores), "fused")  # the run's rows say what will serve
+    result = GateResult(False, [], scores.get(graded), peers, best, previous_published, graded)
     if not scores:
         result.failures.append(f"protocol {config.protocol} was not evaluated in this run")
         return result
@@ -79,11 +91,15 @@ def quality_gate(rows: pd.DataFrame, previous_published: float | None = None,
     if fused is not None:
         for peer in config.required_peers:
             if peer in scores and fused <= scores[peer]:
-                result.failures.append(f"fused {fused:.4f} <= {peer} {scores[peer]:.4f}")
+                result.failures.append(f"{graded} {fused:.4f} <= {peer} {scores[peer]:.4f}")
         if fused < config.min_ndcg:
-            result.failures.append(f"fused {fused:.4f} < floor {config.min_ndcg:.4f}")
+            result.failures.append(f"{graded} {fused:.4f} < floor {config.min_ndcg:.4f}")
         if previous_published is not None and fused < (1 - config.max_drop) * previous_published:
-            result.failures.append(f"fused {fused:.4f} is more than {config.max_drop:.0%} below the last published "
+            result.failures.append(f"{graded} {fused:.4f} is more than {config.max_drop:.0%} below the last published "
                                    f"version's {previous_published:.4f}")
+        full = scores.get("fused")
+        if graded != "fused" and full and fused < config.min_variant_retention * full:
+            result.failures.append(f"{graded} {fused:.4f} keeps {fused / full:.2%} of fused {full:.4f} "
+                                   f"(< {config.min_variant_retention:.0%})")
     result.passed = not result.failures
     return result

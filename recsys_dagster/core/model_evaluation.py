@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
-from recsys_dagster.core.evaluation import ROW_COLUMNS, EvalConfig, evaluate_protocols
+from recsys_dagster.core.evaluation import ROW_COLUMNS, SCORING, EvalConfig, evaluate_protocols
 from recsys_dagster.core.gate import GateConfig, GateResult, ndcg_at_10, quality_gate
 from recsys_dagster.core.model_store import ModelStore, ModelStoreError, leaked_pairs
 from recsys_dagster.core.splits import SplitSpec
@@ -96,6 +96,8 @@ def record_evaluation(store: ModelStore, ev: VersionEvaluation, run_id: str) -> 
     it); returns the rows with their provenance columns, ready for ``evaluation_metrics``."""
     if ev.fusion:
         store.update(ev.version, fusion=ev.fusion)
+    precision = next((p for p, row in SCORING.items() if row == ev.gate.graded), "fp32")
+    store.update(ev.version, scoring={"precision": precision, "graded": ev.gate.graded, "ndcg@10": ev.gate.fused})
     store.record_gate(ev.version, ev.gate.passed, {**ev.gate.details(), "run_id": run_id})
     return ev.rows.assign(run_id=run_id, model_version=ev.version, split_fingerprint=ev.split.fingerprint,
                           created_at=pd.Timestamp.now(tz="UTC").tz_localize(None))

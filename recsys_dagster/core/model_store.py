@@ -67,6 +67,11 @@ class ModelVersion:
         return self.manifest.get("fusion") or {}
 
     @property
+    def scoring_precision(self) -> str:
+        """The precision of the fused scorer's tables its gate graded: fp32 or int8."""
+        return (self.manifest.get("scoring") or {}).get("precision", "fp32")
+
+    @property
     def gate(self) -> dict | None:
         return self.manifest.get("gate")
 

@@ -20,6 +20,14 @@ class Int8Rows:
     def shape(self):
         return tuple(self.q.shape)
 
+    @property
+    def device(self):
+        return self.q.device
+
+    def float(self):
+        """The dequantized float32 table (as ``Tensor.float()``: callers need not care)."""
+        return self.dequantize()
+
     def nbytes(self) -> int:
         return int(self.q.numel() * self.q.element_size() + self.scale.numel() * self.scale.element_size())
 

@@ -86,10 +86,12 @@ def load_production_scorer(tables, version, fusion_override: dict | None = None,
 
         item_item = EASE(data.train_csr, data.n_items, fusion["ease_lam"], device)
     weights = FusionWeights(fusion["alpha"], fusion["beta"], cold_user_threshold, gamma=fusion["gamma"])
-    return Production(build_scorer(model, data, weights, item_item), data, positives, fusion, model)
+    fusion["precision"] = version.scoring_precision  # what the gate graded (EvalConfig.scoring)
+    return Production(build_scorer(model, data, weights, item_item, fusion["precision"]), data, positives, fusion,
+                      model)
 
 
-def build_scorer(model, data, weights: FusionWeights, item_item=None) -> FusedScorer:
+def build_scorer(model, data, weights: FusionWeights, item_item=None, precision: str = "fp32") -> FusedScorer:
     import torch
 
     users, items = model.user_item_embeddings()
@@ -97,7 +99,7 @@ def build_scorer(model, data, weights: FusionWeights, item_item=None) -> FusedSc
     it = torch.as_tensor(data.item_text) if data.item_text is not None else None
     counts = torch.as_tensor(np.diff(data.train_csr[0]))
     pop = torch.as_tensor(np.bincount(data.train_items, minlength=data.n_items))
-    return FusedScorer(users, items, ut, it, counts, pop, weights, item_item)
+    return FusedScorer(users, items, ut, it, counts, pop, weights, item_item, precision=precision)
 
 
 def history_signals(interactions: pd.DataFrame, data, half_life_days: float = 60.0) -> tuple[np.ndarray, np.ndarray]:

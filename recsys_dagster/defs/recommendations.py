@@ -68,7 +68,7 @@ def fused_recommendations(context: dg.AssetExecutionContext, config: Recommendat
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(recs.frame), "users": summary["users"], "distinct_items": summary["distinct_items"],
         "catalog_coverage": summary["catalog_coverage"], "alpha": recs.fusion["alpha"], "beta": recs.fusion["beta"],
-        "gamma": recs.fusion.get("gamma", 0.0),
+        "gamma": recs.fusion.get("gamma", 0.0), "precision": recs.fusion.get("precision", "fp32"),
         "model_version": version.version, "published_at": version.manifest.get("published_at", ""),
         "users_without_stored_behaviour_vector": recs.users_without_stored_vector,
         "evidence_kinds": dg.MetadataValue.md(summary["evidence_kinds"]), "sample": dg.MetadataValue.md(summary["sample"]),

@@ -218,9 +218,11 @@ def similar_parts(prod) -> tuple:
     item-item similarity (the version's fusion weights α, β, normalized to sum 1)."""
     import torch
 
+    from recsys_dagster.core.explain import dense
+
     scorer = prod.scorer
-    gnn = torch.nn.functional.normalize(scorer.item_gnn.float(), dim=-1).numpy()
-    text = torch.nn.functional.normalize(scorer.item_text.float(), dim=-1).numpy() \
+    gnn = torch.nn.functional.normalize(dense(scorer.item_gnn).float(), dim=-1).numpy()
+    text = torch.nn.functional.normalize(dense(scorer.item_text).float(), dim=-1).numpy() \
         if scorer.item_text is not None else None
     alpha, beta = abs(prod.fusion.get("alpha", 1.0)), abs(prod.fusion.get("beta", 0.0)) if text is not None else 0.0
     total = alpha + beta or 1.0
