@@ -11,7 +11,7 @@ export DAGSTER_HOME
 DAGSTER := $(BIN)/dagster
 MODULE := -m recsys_dagster.definitions
 
-.PHONY: venv demo warehouse rebuild refresh replay pools test check lint dev clean bench bench-mls tune scale-check serve bench-serving privacy-check
+.PHONY: venv demo warehouse rebuild refresh replay pools test check lint dev clean bench bench-mls bench-transfer tune scale-check serve bench-serving privacy-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -85,6 +85,13 @@ bench-mls: venv
 	mkdir -p data/ml-latest-small/dagster
 	$(MLS) DAGSTER_HOME=$(CURDIR)/data/ml-latest-small/dagster $(MAKE) warehouse
 	$(MLS) $(BIN)/python -m benchmarks.bench_accuracy --protocols A cold_item --name accuracy_ml_latest_small
+	$(BIN)/python -m benchmarks.report
+
+## Cross-domain transfer ML-100K <-> ml-latest-small, both directions, 5/25/100% target data, 3 seeds (~75 min on 2 cores).
+bench-transfer: warehouse
+	mkdir -p data/ml-latest-small/dagster
+	$(MLS) DAGSTER_HOME=$(CURDIR)/data/ml-latest-small/dagster $(MAKE) warehouse
+	$(BIN)/python -m benchmarks.bench_transfer
 	$(BIN)/python -m benchmarks.report
 
 ## gnn_model as a Ray job (Pipes + Ray Train DDP) on a 2-node loopback Ray cluster, 2 workers vs 1 (~3 min; ML-100K).

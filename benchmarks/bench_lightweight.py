@@ -4,6 +4,8 @@ encoder against fp32, measured in the same run.
 * int8 tables: the main model (tuned settings) and the fused scorer (EASE and text, weights
   tuned on validation) scored with fp32 tables and with int8 tables (per-row scales), same
   weights: test NDCG@10 retention and table memory, 3 seeds.
+* cold items: Recall@20 of the held-out items (protocol cold_item) for the GNN and the
+  fused scorer with fp32 and int8 tables and for the distilled student.
 * int8 encoder: every item text encoded by the fp32 and the int8 encoder (texts/s, median of
   repeats, each reference measured in the same run), cosine of the int8 vectors to the fp32
   ones, and cold-item Recall@20 of text kNN with each encoder's vectors.
@@ -83,6 +85,59 @@ def _one_seed(tables, tuned: dict, seed: int) -> dict:
     return run
 
 
+def cold_part(tables, seeds) -> list[dict]:
+    """Cold-item Recall@20 (protocol cold_item: 10% of items held out of training, ranked
+    among themselves) of the GNN and the fused scorer with fp32 and int8 tables, and of the
+    student distilled from that fused scorer; random for scale."""
+    from benchmarks.bench_accuracy import tuned_hyperparameters
+
+    tuned = tuned_hyperparameters()["kgtextgnn"]
+    return [_cold_seed(tables, tuned, seed) for seed in seeds]
+
+
+def _cold_seed(tables, tuned: dict, seed: int) -> dict:
+    import torch
+
+    from recsys_dagster.core.distill import DistillConfig, distill
+    from recsys_dagster.core.evaluation import EvalConfig, ProtocolResult, add_rows, scorer_of
+    from recsys_dagster.core.fusion import tune_fusion
+    from recsys_dagster.core.gnn_data import implicit_interactions
+    from recsys_dagster.core.metrics import full_ranking
+    from recsys_dagster.core.quantize import int8_scores, quantize_rows
+    from recsys_dagster.core.splits import cold_item_split
+    from recsys_dagster.core.train import TrainConfig, train
+    from recsys_dagster.core.training_data import data_for_split
+    from recsys_dagster.core.tuning import tune_closed_form
+
+    base = replace(TrainConfig(seed=seed, split_seed=seed, device="cpu"), **tuned)
+    positives = implicit_interactions(tables.interactions, base.min_rating)
+    split, _ = cold_item_split(positives, share=0.1, seed=seed, base=base.split_spec().apply(positives))
+    data = data_for_split(tables, split, base)
+    model = train(data, base, log=lambda m: None).model
+    ease, _, _ = tune_closed_form("ease", data)
+    grid = EvalConfig()
+    fp32 = _fused(data, model, ease, "fp32")
+    fp32.weights, _ = tune_fusion(fp32, lambda fn: full_ranking(fn, data.valid_csr, data.train_csr, data.n_items,
+                                                                ks=(10,))["ndcg@10"],
+                                  grid.fusion_betas, grid.fusion_gammas)
+    int8 = _fused(data, model, ease, "int8", fp32.weights)
+    student = distill(fp32, data.train_csr, data.n_items, DistillConfig(seed=seed), log=lambda m: None)
+    u, i = model.user_item_embeddings()
+    qu, qi = quantize_rows(u), quantize_rows(i)
+    has_train = np.bincount(data.train_items, minlength=data.n_items) > 0
+    cand = np.flatnonzero(~has_train & (np.bincount(data.test_csr[1], minlength=data.n_items) > 0))
+    rand = torch.rand(data.n_users, data.n_items, generator=torch.Generator().manual_seed(seed))
+
+    def cold(fn):
+        return add_rows(ProtocolResult(), "cold_item", "x", fn, data, grid, cand)["recall@20"]
+
+    run = {"seed": seed, "cold_items": len(cand), "random": cold(lambda ub: rand[ub]),
+           "gnn_fp32": cold(scorer_of(model)), "gnn_int8": cold(lambda ub: int8_scores(qu, qi, ub)),
+           "fused_fp32": cold(fp32), "fused_int8": cold(int8), "student": cold(student.score)}
+    print(run, flush=True)
+    return run
+
+
 def _time_all(score, data, repeats: int = 3) -> float:
     """Median seconds to rank every user's top 20 unseen items."""
     from recsys_dagster.core.fusion import top_k
@@ -151,6 +206,7 @@ def main() -> None:
     tables = warehouse_tables()
     enc = encoder_part(tables, args.repeats, args.seeds[0])
     runs = tables_part(tables, args.seeds)
+    colds = cold_part(tables, args.seeds)
 
     def stat(key):
         return f"{np.mean([r[key] for r in runs]):.4f} ± {np.std([r[key] for r in runs]):.4f}"
@@ -172,9 +228,21 @@ def main() -> None:
                                     f" of the GNN's, {runs[0]['student_params'] / runs[0]['fused_state']:.1%} of the fused)",
                       "score every user (s, median)": f"{np.median([r['score_all_s_student'] for r in runs]):.3f}"}]
     print_table(student_table, "distillation")
+
+    def cold_stat(key):
+        return f"{np.mean([r[key] for r in colds]):.4f} ± {np.std([r[key] for r in colds]):.4f}"
+
+    cold_table = [{"scorer": name, "cold Recall@20": cold_stat(key),
+                   "vs fp32": "-" if ref is None else f"{np.mean([r[key] / r[ref] for r in colds]):.3f}"}
+                  for name, key, ref in (("random", "random", None), ("GNN fp32", "gnn_fp32", None),
+                                         ("GNN int8 tables", "gnn_int8", "gnn_fp32"),
+                                         ("fused fp32 (teacher)", "fused_fp32", None),
+                                         ("fused int8 tables", "fused_int8", "fused_fp32"),
+                                         ("student (distilled from fused)", "student", "fused_fp32"))]
+    print_table(cold_table, f"cold items (protocol cold_item, 10% of items held out), seeds {args.seeds}")
     print_table([{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in enc.items()}], "int8 text encoder")
     write_json("lightweight", {"seeds": args.seeds, "table": table, "student_table": student_table, "runs": runs,
-                               "encoder": enc})
+                               "cold_table": cold_table, "cold_runs": colds, "encoder": enc})
 
 
 if __name__ == "__main__":

@@ -188,3 +188,20 @@ def test_transfer_protocol_rows(domains):
         assert 0.0 <= r["ndcg@10"] <= 1.0 and 0.0 <= r["cold_recall@20"] <= 1.0
         assert r["epochs"] == (0 if r["arm"] == "zero_shot" else 3)
     assert rows[0]["train_pairs"] < rows[3]["train_pairs"]
+
+
+def test_forgetting_invalidates_versions_transferred_from_an_invalidated_source(domains):
+    """Last in this module: it invalidates the films' published version."""
+    from recsys_dagster.core.privacy.forget import invalidate_versions
+
+    films, films_store, books, _ = domains
+    store = ModelStore(books.models_dir)
+    transferred = [mv.version for mv in store.versions() if mv.manifest.get("transfer_from")]
+    assert transferred
+    assert invalidate_versions(store, set(), None)[0] == []  # a valid source: nothing to withdraw
+    films_store.invalidate(films_store.published().version, "trained on data of a forgotten user")
+    withdrawn, _ = invalidate_versions(store, set(), None)
+    assert sorted(mv.version for mv in withdrawn) == sorted(transferred)
+    assert all("transferred from" in store.get(v).manifest["invalidated"]["reason"] for v in transferred)
+    with pytest.raises(TransferError, match="no published version"):
+        resolve_source(str(films_store.root), store)
