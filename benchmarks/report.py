@@ -350,7 +350,8 @@ def transfer(d: dict | None) -> str:
     if not d:
         return "_not run_ (`python -m benchmarks.bench_transfer`, needs both warehouses)\n"
     return (f"`python -m benchmarks.bench_transfer` (seeds {d['seeds']}; every arm: the main model's tuned settings "
-            f"{d['hyperparameters']}, early-stopping patience {d['patience']}; {d['seconds'] / 60:.0f} min). "
+            f"{d['hyperparameters']}, early-stopping patience {d['patience']}, a wall-clock cap of "
+            f"{d.get('max_seconds') or 0:.0f} s per training, the same for every arm; {d['seconds'] / 60:.0f} min). "
             "Target: 10% of items held out as cold, the rest protocol A's hash split; training and validation pairs "
             "subsampled to the fraction (nested), test fixed. zero-shot = the source's towers over the target graph, "
             "no target training; transfer = that start fine-tuned (the start competes in early stopping); scratch = "

@@ -113,7 +113,7 @@ def run_transfer_protocol(source: dict, tables, config, protocol: TransferProtoc
             result = (trained or {}).get((fraction, arm)) or _fit(data, cfg, None if arm == "scratch" else source)
             row = {"seed": config.seed, "fraction": fraction, "arm": arm, "train_pairs": len(part.train),
                    "test_users": int((np.diff(data.test_csr[0]) > 0).sum()), "cold_items": len(cold),
-                   "best_epoch": result.best_epoch, "epochs": result.epochs_run,
+                   "best_epoch": result.best_epoch, "epochs": result.epochs_run, "stopped_by": result.stopped_by,
                    "seconds": round(getattr(result, "seconds", time.perf_counter() - t0), 2),
                    **_metrics(result.model, data, cold_data, config.seed)}
             log(f"[transfer seed {config.seed}] {fraction:g} {arm}: ndcg@10 {row['ndcg@10']:.4f} cold recall@20 "
