@@ -100,7 +100,7 @@ def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehou
               launcher: LauncherResource, dataset: DatasetResource) -> dg.MaterializeResult:
     """User and item embeddings from the main model (KGTextGNN: id + text projections,
     relation-aware attention over the knowledge graph, LightGCN-style propagation) trained
-    with BPR on the protocol-A training split (a seeded hash of each pair: stable as data
+    with the tuned loss (full-softmax InfoNCE or BPR) on the protocol-A training split (a seeded hash of each pair: stable as data
     grows), early-stopped on validation NDCG@10. Each run is a new version in the model
     store (weights, training pairs, split fingerprint, warm-start parent); a killed run
     resumes from its checkpoint; one MLflow run per materialization. With the ``ray``
