@@ -242,8 +242,8 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
                          **({"ease_lam": ease[1]["lam"]} if ease and weights.gamma else {}), "grid": grid}
     run("fused", scorer, {**main_params, **{k: v for k, v in result.fusion.items() if k != "grid"}})
     if config.scoring == "int8":  # the served variant: the same weights on int8 tables
-        int8 = FusedScorer(users, items, ut, it, counts, pop, scorer.weights, item_item=scorer.item_item,
-                           precision="int8")
+        int8 = FusedScorer(users, scorer.item_gnn, ut, it, counts, pop, scorer.weights, item_item=scorer.item_item,
+                           cold_items_mapped=True, precision="int8")
         run("fused_int8", int8, {**main_params, "precision": "int8"})
     if ease is not None and scorer.weights.gamma > 0:  # attribution: the fusion less one of its parts
         _fusion_ablations(run, scorer, ease[0], data, config, device)

@@ -40,29 +40,20 @@ Trainer = Callable[[object, object, dict | None, Callable[[str], None]], object]
 
 def fit_version(tables, config, store: ModelStore, warm_start: bool = False,
                 on_epoch: Callable[[dict], None] | None = None, log: Callable[[str], None] = print,
-                extra: dict | None = None, trainer: Trainer | None = None,
-                transfer_from: str | None = None, transfer_mode: str = "finetune") -> FitOutcome:
+                extra: dict | None = None, trainer: Trainer | None = None, transfer=None) -> FitOutcome:
     """Split, (warm-)train ``config.model`` with checkpoints under the store, save the version.
     A ``trainer`` trains somewhere else instead (no checkpoint; its per-epoch records go to
-    ``on_epoch`` when it returns). ``transfer_from`` (a published version, possibly of
-    another dataset: :func:`~recsys_dagster.core.transfer.resolve_source`) starts from its
-    towers instead: fine-tuned on this data, or ``transfer_mode="zero_shot"`` not trained."""
+    ``on_epoch`` when it returns). ``transfer`` (a :class:`~recsys_dagster.core.transfer.TransferPlan`:
+    a published version, possibly of another dataset) starts from its towers instead, with
+    the plan's config: fine-tuned on this data, or not trained (zero-shot)."""
     import torch
 
     from recsys_dagster.core.train import train
     from recsys_dagster.core.training_data import data_for_split, make_split
 
-    source = None
-    if transfer_from:
-        from recsys_dagster.core.transfer import TransferError, resolve_source, transfer_config
-
-        if warm_start:
-            raise TransferError("warm_start and transfer_from exclude each other: a warm start continues this "
-                                "dataset's published version, a transfer starts from another model's towers")
-        source = resolve_source(transfer_from, store)
-        config = transfer_config(config, source.config, transfer_mode)
-        log(f"transfer from {source.version.version} ({source.store.root}), {transfer_mode}: "
-            f"{', '.join(f'{k}={getattr(config, k)}' for k in ('model', 'embedding_dim', 'num_layers', 'loss'))}")
+    if transfer is not None:
+        config = transfer.config
+        log(transfer.log_line())
     spec = config.split_spec()
     split = make_split(tables, config)
     data = data_for_split(tables, split, config)
@@ -70,11 +61,12 @@ def fit_version(tables, config, store: ModelStore, warm_start: bool = False,
     previous = torch.load(parent.weights, map_location="cpu", weights_only=True) if parent is not None else None
     if parent is not None:
         log(f"warm start from {parent.version}")
-    if source is not None:
-        previous = source.payload()
-        extra = {**(extra or {}), "transfer_from": source.record(transfer_mode),
-                 "fusion": {**source.version.fusion, "from": f"transfer source {source.version.version}"}
-                 if source.version.fusion else None}
+    if transfer is not None:
+        src = transfer.source
+        previous = src.payload()
+        extra = {**(extra or {}), "transfer_from": src.record(transfer.mode),
+                 "fusion": {**src.version.fusion, "from": f"transfer source {src.version.version}"}
+                 if src.version.fusion else None}
     if trainer is None:
         result = train(data, config, checkpoint_path=store.root / "checkpoint.pt", warm_start=previous,
                        on_epoch=on_epoch, log=log)

@@ -62,6 +62,14 @@ class TrainData:
         return h.hexdigest()[:16]
 
 
+def pairs_csr(frame: pd.DataFrame, user_pos: dict, item_pos: dict) -> tuple:
+    """CSR (users in ``user_pos`` order) of the ``(user_id, item_id)`` pairs of ``frame``
+    whose user and item are both indexed."""
+    frame = frame[frame["user_id"].isin(user_pos) & frame["item_id"].isin(item_pos)]
+    return to_csr(frame["user_id"].map(user_pos).to_numpy(np.int64), frame["item_id"].map(item_pos).to_numpy(np.int64),
+                  len(user_pos))
+
+
 def implicit_interactions(interactions: pd.DataFrame, min_rating: float | None = None) -> pd.DataFrame:
     """One positive per (user, item): the latest event, optionally only ratings >= ``min_rating``."""
     frame = interactions
@@ -99,9 +107,7 @@ def build_train_data(
     upos, ipos = index.user_pos(), index.item_pos()
 
     def csr_of(frame: pd.DataFrame):
-        frame = frame[frame["user_id"].isin(upos) & frame["item_id"].isin(ipos)]
-        return to_csr(frame["user_id"].map(upos).to_numpy(np.int64), frame["item_id"].map(ipos).to_numpy(np.int64),
-                      len(all_users))
+        return pairs_csr(frame, upos, ipos)
 
     train = split.train
     tu = train["user_id"].map(upos).to_numpy(np.int64)

@@ -109,6 +109,30 @@ def resolve_source(spec: str, store: ModelStore) -> TransferSource:
     return TransferSource(src, mv)
 
 
+@dataclass(frozen=True)
+class TransferPlan:
+    """A resolved transfer: the source, the mode and the training config with the source's
+    architecture (what is logged and trained)."""
+
+    source: TransferSource
+    mode: str
+    config: object  # TrainConfig
+
+    def log_line(self) -> str:
+        c = self.config
+        return (f"transfer from {self.source.version.version} ({self.source.store.root}), {self.mode}: "
+                f"model={c.model}, embedding_dim={c.embedding_dim}, num_layers={c.num_layers}, loss={c.loss}")
+
+
+def plan_transfer(spec: str, mode: str, store: ModelStore, config, warm_start: bool = False) -> TransferPlan:
+    """Resolve ``transfer_from`` before anything is trained or logged (one-line errors)."""
+    if warm_start:
+        raise TransferError("warm_start and transfer_from exclude each other: a warm start continues this "
+                            "dataset's published version, a transfer starts from another model's towers")
+    source = resolve_source(spec, store)
+    return TransferPlan(source, mode, transfer_config(config, source.config, mode))
+
+
 def encoder_family(model_id: str | None) -> str | None:
     """The encoder of a text model id (``name|max_tokens=…|int8`` → ``name``): int8 and fp32
     vectors of one encoder share a space (cosine 0.99), other encoders do not."""
@@ -177,5 +201,5 @@ def transfer_state(model, source: dict, data) -> TransferReport:
     return report
 
 
-__all__ = ["ARCHITECTURE", "MODES", "TOWERS", "TransferError", "TransferReport", "TransferSource", "encoder_family",
-           "resolve_source", "transfer_config", "transfer_state"]
+__all__ = ["ARCHITECTURE", "MODES", "TOWERS", "TransferError", "TransferPlan", "TransferReport", "TransferSource",
+           "encoder_family", "plan_transfer", "resolve_source", "transfer_config", "transfer_state"]

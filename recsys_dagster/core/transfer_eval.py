@@ -9,6 +9,8 @@ Per seed, on the target's positives:
 * the target's training *and* validation pairs are subsampled to ``fraction`` (a seeded hash
   of each pair, so the 5% sample is inside the 25% one); test users without any sampled
   training pair are left out, as protocol A does;
+* the cold test keeps every user of the full split's cold test (at a small fraction some of
+  them have no sampled training pair: every arm ranks for them from what it has);
 * three arms score the same test: ``zero_shot`` (the source's towers over the target graph,
   no target training), ``transfer`` (that start fine-tuned on the target, early-stopped on
   the target's validation, the start being a candidate) and ``scratch`` (the same settings
@@ -39,10 +41,9 @@ def protocol_splits(tables, config, cold_item_share: float):
     """``(warm split, cold test, cold item ids)`` of the target for ``config`` (a TrainConfig)."""
     from recsys_dagster.core.gnn_data import implicit_interactions
     from recsys_dagster.core.splits import Split, cold_item_split
-    from recsys_dagster.core.training_data import make_split
 
-    base = make_split(tables, config)
     positives = implicit_interactions(tables.interactions, config.min_rating)
+    base = config.split_spec().apply(positives)
     cold_split, cold = cold_item_split(positives, share=cold_item_share, seed=config.split_seed, base=base)
     warm_test = base.test[~base.test["item_id"].isin(cold)]
     return Split(cold_split.train, cold_split.valid, warm_test, name="transfer"), cold_split.test, cold
@@ -65,26 +66,31 @@ def subsample(split, fraction: float, seed: int):
                  split.test[split.test["user_id"].isin(known)], name=f"{split.name}@{fraction:g}")
 
 
-def _metrics(model, data, cold_data, seed: int) -> dict:
+def _cold_candidates(data, cold_csr) -> np.ndarray:
+    """Items without a training pair that some cold test pair holds (ranked among themselves)."""
+    has_train = np.bincount(data.train_items, minlength=data.n_items) > 0
+    return np.flatnonzero(~has_train & (np.bincount(cold_csr[1], minlength=data.n_items) > 0))
+
+
+def _recall_among(score_fn, data, cold_csr, candidates) -> float:
     import torch
 
+    from recsys_dagster.core.metrics import full_ranking
+
+    mask = torch.full((data.n_items,), -torch.inf)
+    mask[torch.as_tensor(candidates)] = 0.0
+    return full_ranking(lambda ub: score_fn(ub) + mask, cold_csr, data.train_plus_valid_csr(), data.n_items,
+                        ks=(20,))["recall@20"]
+
+
+def _metrics(model, data, cold_csr, candidates) -> dict:
     from recsys_dagster.core.metrics import full_ranking
 
     users, items = model.user_item_embeddings()
     out = {"ndcg@10": full_ranking(lambda ub: users[ub] @ items.T, data.test_csr, data.train_plus_valid_csr(),
                                    data.n_items, ks=(10,))["ndcg@10"]}
-    has_train = np.bincount(data.train_items, minlength=data.n_items) > 0
-    cand = np.flatnonzero(~has_train & (np.bincount(cold_data.test_csr[1], minlength=data.n_items) > 0))
-    if len(cand):
-        mask = torch.full((data.n_items,), -torch.inf)
-        mask[torch.as_tensor(cand)] = 0.0
-        g = torch.Generator().manual_seed(seed)
-        rand = torch.rand(data.n_users, data.n_items, generator=g)
-        exclude = data.train_plus_valid_csr()
-        out["cold_recall@20"] = full_ranking(lambda ub: users[ub] @ items.T + mask, cold_data.test_csr, exclude,
-                                             data.n_items, ks=(20,))["recall@20"]
-        out["cold_random_recall@20"] = full_ranking(lambda ub: rand[ub] + mask, cold_data.test_csr, exclude,
-                                                    data.n_items, ks=(20,))["recall@20"]
+    if len(candidates):
+        out["cold_recall@20"] = _recall_among(lambda ub: users[ub] @ items.T, data, cold_csr, candidates)
     return out
 
 
@@ -95,7 +101,9 @@ def run_transfer_protocol(source: dict, tables, config, protocol: TransferProtoc
     (:func:`~recsys_dagster.core.train.weights_payload` of a model of another dataset).
     ``trained[(fraction, arm)]``: a result already trained for that cell (the target's own
     full-data model, which is also the source of the other direction)."""
-    from recsys_dagster.core.splits import Split
+    import torch
+
+    from recsys_dagster.core.gnn_data import pairs_csr
     from recsys_dagster.core.training_data import data_for_split
     from recsys_dagster.core.transfer import transfer_config
 
@@ -106,7 +114,12 @@ def run_transfer_protocol(source: dict, tables, config, protocol: TransferProtoc
     for fraction in protocol.fractions:
         part = subsample(split, fraction, config.seed)
         data = data_for_split(tables, part, config)
-        cold_data = data_for_split(tables, Split(part.train, part.valid, cold_test), config)
+        upos = {u: n for n, u in enumerate(data.user_ids)}
+        cold_csr = pairs_csr(cold_test, upos, {i: n for n, i in enumerate(data.item_ids)})
+        candidates = _cold_candidates(data, cold_csr)
+        rand = torch.rand(data.n_users, data.n_items, generator=torch.Generator().manual_seed(config.seed))
+        random_recall = (_recall_among(lambda ub, r=rand: r[ub], data, cold_csr, candidates)
+                         if len(candidates) else None)
         for arm in arms:
             cfg = transfer_config(config, source["config"], "zero_shot" if arm == "zero_shot" else "finetune")
             t0 = time.perf_counter()
@@ -115,7 +128,8 @@ def run_transfer_protocol(source: dict, tables, config, protocol: TransferProtoc
                    "test_users": int((np.diff(data.test_csr[0]) > 0).sum()), "cold_items": len(cold),
                    "best_epoch": result.best_epoch, "epochs": result.epochs_run, "stopped_by": result.stopped_by,
                    "seconds": round(getattr(result, "seconds", time.perf_counter() - t0), 2),
-                   **_metrics(result.model, data, cold_data, config.seed)}
+                   **_metrics(result.model, data, cold_csr, candidates),
+                   **({"cold_random_recall@20": random_recall} if random_recall is not None else {})}
             log(f"[transfer seed {config.seed}] {fraction:g} {arm}: ndcg@10 {row['ndcg@10']:.4f} cold recall@20 "
                 f"{row.get('cold_recall@20', float('nan')):.4f} ({row['epochs']} epochs, {row['seconds']}s)")
             rows.append(row)

@@ -100,8 +100,8 @@ def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehou
               launcher: LauncherResource, dataset: DatasetResource) -> dg.MaterializeResult:
     """User and item embeddings from the main model (KGTextGNN: id + text projections,
     relation-aware attention over the knowledge graph, LightGCN-style propagation) trained
-    with the tuned loss (full-softmax InfoNCE or BPR) on the protocol-A training split (a seeded hash of each pair: stable as data
-    grows), early-stopped on validation NDCG@10. Each run is a new version in the model
+    with the tuned loss (full-softmax InfoNCE or BPR) on the protocol-A training split (a
+    seeded hash of each pair: stable as data grows), early-stopped on validation NDCG@10. Each run is a new version in the model
     store (weights, training pairs, split fingerprint, warm-start parent); a killed run
     resumes from its checkpoint; one MLflow run per materialization. With the ``ray``
     launcher (RECSYS_LAUNCHER) it trains as a Ray job through Dagster Pipes: Ray Train
@@ -110,7 +110,7 @@ def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehou
     published model of another dataset (cross-domain transfer, see core/transfer.py)."""
     from recsys_dagster.core.fit import fit_version
     from recsys_dagster.core.training_data import read_tables
-    from recsys_dagster.core.transfer import TransferError
+    from recsys_dagster.core.transfer import TransferError, plan_transfer
     from recsys_dagster.core.tuning import resolve
 
     t0, reported = time.perf_counter(), {}
@@ -119,16 +119,18 @@ def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehou
                                               resolve(wh.read_table(conn, "model_hyperparameters")))
         tables = read_tables(conn, window_days=train_config.window_days)
     store = model_store.store()
+    try:  # before the MLflow run: it logs the config actually trained (the source's architecture)
+        transfer = plan_transfer(config.transfer_from, config.transfer_mode, store, train_config,
+                                 config.warm_start) if config.transfer_from else None
+    except TransferError as exc:  # a config problem: retrying cannot help
+        raise dg.Failure(str(exc), allow_retries=False) from None
+    train_config = transfer.config if transfer is not None else train_config
     trainer = ray_trainer(context, launcher, launcher.job_dir(context, "gnn_model"), reported) if launcher.on_ray else None
     with mlflow_tracking.training_run(context, train_config, config.warm_start) as tracking:
-        try:
-            fit = fit_version(tables, train_config, store, config.warm_start, log=context.log.info,
-                              on_epoch=tracking.log_epoch, trainer=trainer, transfer_from=config.transfer_from,
-                              transfer_mode=config.transfer_mode,
-                              extra={**tracking.ids, "launcher": launcher.launcher, "dataset": dataset.dataset})
-        except TransferError as exc:  # a config problem: retrying cannot help
-            raise dg.Failure(str(exc), allow_retries=False) from None
+        fit = fit_version(tables, train_config, store, config.warm_start, log=context.log.info,
+                          on_epoch=tracking.log_epoch, trainer=trainer, transfer=transfer,
+                          extra={**tracking.ids, "launcher": launcher.launcher, "dataset": dataset.dataset})
         tracking.log_version(fit)
-    return dg.MaterializeResult(metadata={**training_metadata(fit, fit.result.config), **tracking.metadata(),
+    return dg.MaterializeResult(metadata={**training_metadata(fit, train_config), **tracking.metadata(),
                                           "launcher": launcher.launcher, **reported,
                                           "seconds": round(time.perf_counter() - t0, 2)})
