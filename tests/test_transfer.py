@@ -15,6 +15,7 @@ from recsys_dagster.core.train import TrainConfig
 from recsys_dagster.core.transfer import (
     TransferError,
     encoder_family,
+    plan_transfer,
     resolve_source,
     transfer_config,
 )
@@ -100,6 +101,10 @@ def test_bad_sources_fail_in_one_line(domains, tmp_path):
     assert not result.success
     failure = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE][0]
     assert "exclude each other" in failure.event_specific_data.error.message
+    # another encoder is refused when the transfer is planned, before training or logging
+    with pytest.raises(TransferError, match="encoded by all-MiniLM-L6-v2, the target's by other"):
+        plan_transfer(str(films_store.root), "finetune", ModelStore(books.models_dir), TrainConfig(),
+                      text_model="other|max_tokens=256")
     # an unpublished version (the books' own, never gated) does not transfer
     latest = ModelStore(books.models_dir).latest()
     with pytest.raises(TransferError, match="not passed the quality gate"):

@@ -124,13 +124,24 @@ class TransferPlan:
                 f"model={c.model}, embedding_dim={c.embedding_dim}, num_layers={c.num_layers}, loss={c.loss}")
 
 
-def plan_transfer(spec: str, mode: str, store: ModelStore, config, warm_start: bool = False) -> TransferPlan:
-    """Resolve ``transfer_from`` before anything is trained or logged (one-line errors)."""
+def plan_transfer(spec: str, mode: str, store: ModelStore, config, warm_start: bool = False,
+                  text_model: str | None = None) -> TransferPlan:
+    """Resolve ``transfer_from`` before anything is trained or logged (one-line errors);
+    ``text_model``: the target's encoder id (``WarehouseTables.text_model``)."""
     if warm_start:
         raise TransferError("warm_start and transfer_from exclude each other: a warm start continues this "
                             "dataset's published version, a transfer starts from another model's towers")
     source = resolve_source(spec, store)
+    check_encoders(source.version.manifest.get("text_model"), text_model)
     return TransferPlan(source, mode, transfer_config(config, source.config, mode))
+
+
+def check_encoders(source_model: str | None, target_model: str | None) -> None:
+    """Both item-text spaces must come from one encoder (unknown on either side: no check)."""
+    a, b = encoder_family(source_model), encoder_family(target_model)
+    if a and b and a != b:
+        raise TransferError(f"the source's item text was encoded by {a}, the target's by {b}: "
+                            "encode both with one encoder (RECSYS_TEXT_MODEL)")
 
 
 def encoder_family(model_id: str | None) -> str | None:
@@ -172,10 +183,7 @@ def transfer_state(model, source: dict, data) -> TransferReport:
         raise TransferError(f"a {type(model).__name__} has no text tower to transfer into")
     if data.item_text is None:
         raise TransferError("the target has no item text embeddings: nothing to transfer through")
-    text_model, target_model = encoder_family(source.get("text_model")), encoder_family(getattr(data, "text_model", None))
-    if text_model and target_model and text_model != target_model:
-        raise TransferError(f"the source's item text was encoded by {text_model}, the target's by {target_model}: "
-                            "encode both with one encoder (RECSYS_TEXT_MODEL)")
+    check_encoders(source.get("text_model"), getattr(data, "text_model", None))
     report = TransferReport()
     with torch.no_grad():
         for name in TOWERS:
@@ -202,4 +210,4 @@ def transfer_state(model, source: dict, data) -> TransferReport:
 
 
 __all__ = ["ARCHITECTURE", "MODES", "TOWERS", "TransferError", "TransferPlan", "TransferReport", "TransferSource",
-           "encoder_family", "plan_transfer", "resolve_source", "transfer_config", "transfer_state"]
+           "check_encoders", "encoder_family", "plan_transfer", "resolve_source", "transfer_config", "transfer_state"]

@@ -121,7 +121,7 @@ def gnn_model(context: dg.AssetExecutionContext, config: TrainingConfig, warehou
     store = model_store.store()
     try:  # before the MLflow run: it logs the config actually trained (the source's architecture)
         transfer = plan_transfer(config.transfer_from, config.transfer_mode, store, train_config,
-                                 config.warm_start) if config.transfer_from else None
+                                 config.warm_start, tables.text_model) if config.transfer_from else None
     except TransferError as exc:  # a config problem: retrying cannot help
         raise dg.Failure(str(exc), allow_retries=False) from None
     train_config = transfer.config if transfer is not None else train_config
