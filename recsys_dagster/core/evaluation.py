@@ -164,6 +164,7 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
     import torch
 
     from recsys_dagster.core.baselines import AttributeKNN, PopScorer, TextKNN
+    from recsys_dagster.core.cold_start import ContentFeatures, item_attributes, tune_content_map
     from recsys_dagster.core.fusion import FusedScorer, FusionWeights, tune_fusion
     from recsys_dagster.core.text import resolve_device
     from recsys_dagster.core.tuning import trained_config, tune_closed_form
@@ -229,7 +230,14 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
     ut = torch.as_tensor(data.user_text) if data.user_text is not None else None
     it = torch.as_tensor(data.item_text) if data.item_text is not None else None
     ease = closed_form.get("ease") if any(config.fusion_gammas) else None
-    scorer = FusedScorer(users, items, ut, it, counts, pop, FusionWeights(), item_item=ease[0] if ease else None)
+    content = ContentFeatures(data.item_text, item_attributes(data))
+    scorer = FusedScorer(users, items, ut, it, counts, pop, FusionWeights(), item_item=ease[0] if ease else None,
+                         content=content, cold_items_mapped=True)
+    t0 = time.perf_counter()  # cold items: content sources weighted on pseudo-cold validation folds
+    content_map, _ = tune_content_map(users.cpu(), items.cpu(), content, pop.numpy(), data.valid_csr, data.train_csr,
+                                      scorer.weights.cold_item_threshold, seed=config.train.seed)
+    scorer.remap_cold_items(content_map)
+    result.seconds["tune_content_map"] = time.perf_counter() - t0
     if it is not None or ease is not None:
         t0 = time.perf_counter()
         weights, grid = tune_fusion(
@@ -240,6 +248,7 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         scorer.weights = weights
         result.fusion = {"alpha": weights.alpha, "beta": weights.beta, "gamma": weights.gamma,
                          **({"ease_lam": ease[1]["lam"]} if ease and weights.gamma else {}), "grid": grid}
+    result.fusion.update(content_map.as_dict())
     run("fused", scorer, {**main_params, **{k: v for k, v in result.fusion.items() if k != "grid"}})
     if config.scoring == "int8":  # the served variant: the same weights on int8 tables
         int8 = FusedScorer(users, scorer.item_gnn, ut, it, counts, pop, scorer.weights, item_item=scorer.item_item,
@@ -315,7 +324,7 @@ def _fusion_ablations(run, scorer, item_item, data, config: EvalConfig, device: 
         variants.append(("fused_without_gnn", (None, None), item_item, (1.0,)))
     for name, (user_gnn, item_gnn), ii, gammas in variants:
         variant = FusedScorer(user_gnn, item_gnn, scorer.user_text, scorer.item_text, scorer.n, scorer.popularity,
-                              item_item=ii)
+                              item_item=ii, cold_items_mapped=True)
         variant.weights, _ = tune_fusion(variant, valid, betas, gammas)
         run(name, variant, {"beta": variant.weights.beta, "gamma": variant.weights.gamma})
 

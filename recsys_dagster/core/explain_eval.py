@@ -92,7 +92,8 @@ class Rescorer:
             item_item = sc.item_item.for_history(idx[ptr[u]: ptr[u + 1]])
         n = torch.tensor([float(np.diff(data.train_csr[0])[u])])
         pop = torch.as_tensor(np.bincount(data.train_items, minlength=data.n_items))
-        one = FusedScorer(user_gnn, item_gnn, user_text, sc.item_text, n, pop, sc.weights, item_item)
+        one = FusedScorer(user_gnn, item_gnn, user_text, sc.item_text, n, pop, sc.weights, item_item,
+                          content=sc.content, content_map=sc.content_map)
         with torch.no_grad():
             return one(torch.tensor([0]))[0].numpy()
 

@@ -14,10 +14,11 @@ shift weight from the behaviour-based parts to text: :math:`w = \min(1, n_u / N)
 The weights are tuned on validation (:func:`tune_fusion`).
 
 Items with fewer than ``cold_item_threshold`` training interactions get their GNN embedding
-from their text: a ridge regression from text embedding to GNN embedding, fitted on the
-warm items (:func:`map_cold_items`), blended with the item's own embedding by
-:math:`w_i = n_i / N_i`. Mapped embeddings live on the GNN's scale, so a brand-new item
-competes with warm items without flooding the lists (raw text z-scores would).
+from their content: a ridge regression from content features (text and KG attributes,
+each source weighted as validation chose: :mod:`recsys_dagster.core.cold_start`) to GNN
+embedding, fitted on the warm items (:func:`map_cold_items`), blended with the item's own
+embedding by :math:`w_i = n_i / N_i`. Mapped embeddings live on the GNN's scale, so a
+brand-new item competes with warm items without flooding the lists (raw text z-scores would).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class FusedScorer:
         popularity: ``(I,)`` interaction counts per item (last-resort fallback).
         item_item: optional ``users -> (B, I)`` scores of a closed-form item–item model.
         cold_items_mapped: ``item_gnn`` comes from a scorer that already mapped its cold items.
+        content: the items' :class:`~recsys_dagster.core.cold_start.ContentFeatures` that map
+            cold items (default: the item text alone), weighted by ``content_map``
+            (:class:`~recsys_dagster.core.cold_start.ContentMap`; default text only, ridge 1).
         precision: ``fp32``, or ``int8``: the four embedding tables are kept as int8 rows with
             per-row scales (:mod:`recsys_dagster.core.quantize`, a quarter of the memory) and
             dequantized block by block while scoring.
@@ -60,8 +64,10 @@ class FusedScorer:
 
     def __init__(self, user_gnn, item_gnn, user_text, item_text, n_interactions, popularity,
                  weights: FusionWeights = FusionWeights(), item_item=None, cold_items_mapped: bool = False,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", content=None, content_map=None):
         import torch
+
+        from recsys_dagster.core.cold_start import ContentFeatures, ContentMap
 
         anchor = next(t for t in (item_gnn, item_text) if t is not None)
         device = anchor.device
@@ -71,14 +77,17 @@ class FusedScorer:
 
         user_gnn, item_gnn, user_text, item_text = on(user_gnn), on(item_gnn), on(user_text), on(item_text)
         popularity = on(popularity)
-        self.user_gnn, self.item_gnn = user_gnn, item_gnn
-        if item_gnn is not None and item_text is not None and not cold_items_mapped:
-            self.item_gnn = map_cold_items(item_gnn, item_text, popularity, weights.cold_item_threshold)
+        self.user_gnn, self.item_gnn, self.raw_item_gnn = user_gnn, item_gnn, item_gnn
         self.user_text, self.item_text = user_text, item_text
         self.n = on(n_interactions).float()
         self.popularity = popularity
         self.pop_z = _z(torch.log1p(popularity.float()).unsqueeze(0))
         self.weights = weights
+        if content is None and item_text is not None:
+            content = ContentFeatures(item_text.cpu().numpy())
+        self.content, self.content_map = content, content_map or ContentMap()
+        if item_gnn is not None and content is not None and not cold_items_mapped:
+            self.remap_cold_items(self.content_map)
         self.item_item = item_item
         self._cache: dict | None = None
         if precision not in ("fp32", "int8"):
@@ -90,6 +99,17 @@ class FusedScorer:
             self.user_gnn, self.item_gnn, self.user_text, self.item_text = (
                 None if t is None else quantize_rows(t) for t in (self.user_gnn, self.item_gnn, self.user_text,
                                                                   self.item_text))
+
+    def remap_cold_items(self, content_map) -> None:
+        """Map the cold items' GNN embeddings from content with ``content_map`` (fp32 tables)."""
+        import torch
+
+        self.content_map = content_map
+        feats = self.content(content_map) if self.content is not None else None
+        if feats is None or self.raw_item_gnn is None:
+            return
+        self.item_gnn = map_cold_items(self.raw_item_gnn, torch.as_tensor(feats, device=self.raw_item_gnn.device),
+                                       self.popularity, self.weights.cold_item_threshold, content_map.ridge)
 
     def table_bytes(self) -> int:
         """Memory of the four embedding tables."""
@@ -178,17 +198,20 @@ def _dot(users_table, items_table, users):
     return users_table[users] @ items_table.T
 
 
-def map_cold_items(item_gnn, item_text, popularity, threshold: int, ridge: float = 1.0):
+def map_cold_items(item_gnn, content, popularity, threshold: int, ridge: float = 1.0):
     """Replace (blend) the GNN embeddings of items with < ``threshold`` interactions by a
-    ridge mapping text -> GNN embedding fitted on the other items."""
+    ridge mapping content -> GNN embedding fitted on the other items. ``content``: ``(I, F)``
+    features (a bias column is added when the features have none)."""
     import torch
 
     pop = popularity.float()
     warm = pop >= max(threshold, 1)
     if threshold <= 0 or warm.sum() < 2 or bool(warm.all()):
         return item_gnn
-    dev = item_text.device
-    x = torch.cat([item_text.float(), torch.ones(len(item_text), 1, device=dev)], dim=1)
+    dev = content.device
+    x = content.float()
+    if not bool((x[:, 0] == 1).all()):
+        x = torch.cat([x, torch.ones(len(x), 1, device=dev)], dim=1)
     xw, yw = x[warm], item_gnn[warm].float()
     gram = xw.T @ xw + ridge * torch.eye(x.shape[1], device=dev)
     w = torch.linalg.solve(gram, xw.T @ yw)

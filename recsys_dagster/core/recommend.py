@@ -66,6 +66,7 @@ def load_production_scorer(tables, version, fusion_override: dict | None = None,
     of *all* interactions (propagation sees the newest edges without retraining), fusion
     weights from the version (tuned on validation), optionally overridden; the users' text
     vectors from ``user_vectors`` (see :func:`use_behaviour_vectors`) when given."""
+    from recsys_dagster.core.cold_start import ContentMap
     from recsys_dagster.core.gnn_data import implicit_interactions
     from recsys_dagster.core.splits import Split
     from recsys_dagster.core.train import TrainConfig, load_weights
@@ -87,19 +88,26 @@ def load_production_scorer(tables, version, fusion_override: dict | None = None,
         item_item = EASE(data.train_csr, data.n_items, fusion["ease_lam"], device)
     weights = FusionWeights(fusion["alpha"], fusion["beta"], cold_user_threshold, gamma=fusion["gamma"])
     fusion["precision"] = version.scoring_precision  # what the gate graded (EvalConfig.scoring)
-    return Production(build_scorer(model, data, weights, item_item, fusion["precision"]), data, positives, fusion,
-                      model)
+    scorer = build_scorer(model, data, weights, item_item, fusion["precision"], ContentMap.from_dict(version.fusion))
+    return Production(scorer, data, positives, fusion, model)
 
 
-def build_scorer(model, data, weights: FusionWeights, item_item=None, precision: str = "fp32") -> FusedScorer:
+def build_scorer(model, data, weights: FusionWeights, item_item=None, precision: str = "fp32",
+                 content_map=None) -> FusedScorer:
+    """The fused scorer of ``model`` on ``data``; cold items mapped from text and KG
+    attributes with ``content_map`` (:mod:`recsys_dagster.core.cold_start`; default text only)."""
     import torch
+
+    from recsys_dagster.core.cold_start import ContentFeatures, item_attributes
 
     users, items = model.user_item_embeddings()
     ut = torch.as_tensor(data.user_text) if data.user_text is not None else None
     it = torch.as_tensor(data.item_text) if data.item_text is not None else None
     counts = torch.as_tensor(np.diff(data.train_csr[0]))
     pop = torch.as_tensor(np.bincount(data.train_items, minlength=data.n_items))
-    return FusedScorer(users, items, ut, it, counts, pop, weights, item_item, precision=precision)
+    content = ContentFeatures(data.item_text, item_attributes(data))
+    return FusedScorer(users, items, ut, it, counts, pop, weights, item_item, precision=precision, content=content,
+                       content_map=content_map)
 
 
 def history_signals(interactions: pd.DataFrame, data, half_life_days: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
