@@ -5,8 +5,14 @@ import pytest
 import torch
 from scipy.sparse import csr_matrix
 
-from recsys_dagster.core.cold_start import ContentFeatures, ContentMap, grid, item_attributes, ridge_map, \
-    tune_content_map
+from recsys_dagster.core.cold_start import (
+    ContentFeatures,
+    ContentMap,
+    grid,
+    item_attributes,
+    ridge_map,
+    tune_content_map,
+)
 from recsys_dagster.core.fusion import FusedScorer, FusionWeights
 from recsys_dagster.core.metrics import to_csr
 

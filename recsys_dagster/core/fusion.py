@@ -83,7 +83,7 @@ class FusedScorer:
         self.popularity = popularity
         self.pop_z = _z(torch.log1p(popularity.float()).unsqueeze(0))
         self.weights = weights
-        if content is None and item_text is not None:
+        if content is None and item_text is not None and not cold_items_mapped:
             content = ContentFeatures(item_text.cpu().numpy())
         self.content, self.content_map = content, content_map or ContentMap()
         if item_gnn is not None and content is not None and not cold_items_mapped:
