@@ -23,6 +23,7 @@ attributes) gets weight 0 instead of overriding the one that does.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -73,22 +74,28 @@ def item_attributes(data):
 
 
 class ContentFeatures:
-    """The sources of :func:`content_features`, reduced once; :meth:`__call__` weights them."""
+    """An item's content sources (module docstring); :meth:`__call__` weights them. The KG
+    attributes are reduced on first use (a version mapping from text alone never pays for it)."""
 
     def __init__(self, item_text: np.ndarray | None, attributes=None, kg_dims: int = 128):
         n = None if item_text is None else len(item_text)
         self.text = None
         if item_text is not None and np.abs(item_text).sum() > 0:
             self.text = np.asarray(item_text, dtype=np.float32)
-        self.kg = None
         if attributes is not None:
             n = attributes.shape[0]
-            self.kg = _reduce_attributes(attributes, kg_dims)
+        self._attributes = attributes if attributes is not None and attributes.nnz else None
+        self._kg_dims = kg_dims
         self.n_items = n  # None: neither source is known (no mapping at all)
+
+    @functools.cached_property
+    def kg(self) -> np.ndarray | None:
+        """``(I, ≤ kg_dims)`` reduced attributes (:func:`_reduce_attributes`), or None."""
+        return None if self._attributes is None else _reduce_attributes(self._attributes, self._kg_dims)
 
     @property
     def sources(self) -> tuple[str, ...]:
-        return tuple(name for name, part in (("text", self.text), ("kg", self.kg)) if part is not None)
+        return tuple(name for name, part in (("text", self.text), ("kg", self._attributes)) if part is not None)
 
     def __call__(self, cmap: ContentMap) -> np.ndarray | None:
         """``(I, F)`` features ``[w_t t; w_k a; 1]``: the bias alone (the mean warm embedding)
@@ -96,13 +103,13 @@ class ContentFeatures:
         if self.n_items is None:
             return None
         parts = [np.ones((self.n_items, 1), np.float32)]
-        for part, w in ((self.text, cmap.text_weight), (self.kg, cmap.kg_weight)):
-            if part is not None and w:
-                parts.append(w * part)
+        for name, w in (("text", cmap.text_weight), ("kg", cmap.kg_weight)):
+            if w and name in self.sources:
+                parts.append(w * getattr(self, name))
         return np.concatenate(parts, axis=1)
 
 
-def _reduce_attributes(attributes, k: int) -> np.ndarray | None:
+def _reduce_attributes(attributes, k: int) -> np.ndarray:
     """Row-normalized item × entity matrix, truncated SVD to ``k`` dimensions (ridge cost stays
     independent of the number of entities), rows scaled to mean norm 1 over items that have
     attributes. SciPy's ``svds`` (ARPACK) on the sparse matrix, never a dense ``I x E`` one."""
@@ -110,8 +117,6 @@ def _reduce_attributes(attributes, k: int) -> np.ndarray | None:
     from scipy.sparse.linalg import svds
 
     counts = np.asarray(attributes.sum(axis=1)).ravel()
-    if not (counts > 0).any():
-        return None
     norm = diags(1.0 / np.sqrt(np.maximum(counts, 1.0))) @ attributes
     k = min(k, min(norm.shape) - 1)
     if k < 1:
@@ -124,8 +129,9 @@ def _reduce_attributes(attributes, k: int) -> np.ndarray | None:
 
 
 def ridge_map(features: np.ndarray, targets: np.ndarray, fit_rows: np.ndarray, ridge: float) -> np.ndarray:
-    """``features @ W`` with ``W`` the ridge solution fitted on the rows ``fit_rows`` (the
-    bias column is penalized like the rest; the ridge is small against warm item counts)."""
+    """``features @ W`` with ``W`` the ridge solution fitted on the rows ``fit_rows`` (a bias
+    column, as :class:`ContentFeatures` has, is penalized like the rest; the ridge is small
+    against warm item counts). Float64 on the CPU: ``F`` is a few hundred, the solve is cheap."""
     a = features[fit_rows].astype(np.float64)
     gram = a.T @ a
     gram[np.diag_indices_from(gram)] += ridge
@@ -167,14 +173,12 @@ def tune_content_map(user_emb, item_emb, content: ContentFeatures, popularity, v
             fit = np.zeros(n_items, dtype=bool)
             fit[warm[fold != f]] = True
             emb = torch.as_tensor(ridge_map(feats, items, fit, cmap.ridge)[held])
-            mask = torch.full((n_items,), -torch.inf)
-            mask[torch.as_tensor(held)] = 0.0
-            scores = torch.zeros(n_items)
+            held_t = torch.as_tensor(held)
 
-            def fn(ub, emb=emb, held=held, mask=mask, scores=scores):
-                out = scores.expand(len(ub), -1).clone()
-                out[:, torch.as_tensor(held)] = users[ub] @ emb.T
-                return out + mask
+            def fn(ub, emb=emb, held_t=held_t):  # the fold's items only, every other item -inf
+                out = torch.full((len(ub), n_items), -torch.inf)
+                out[:, held_t] = users[ub] @ emb.T
+                return out
 
             truth = _restrict(valid_csr, held, n_items)
             if len(truth[1]):

@@ -102,14 +102,12 @@ class FusedScorer:
 
     def remap_cold_items(self, content_map) -> None:
         """Map the cold items' GNN embeddings from content with ``content_map`` (fp32 tables)."""
-        import torch
-
         self.content_map = content_map
         feats = self.content(content_map) if self.content is not None else None
         if feats is None or self.raw_item_gnn is None:
             return
-        self.item_gnn = map_cold_items(self.raw_item_gnn, torch.as_tensor(feats, device=self.raw_item_gnn.device),
-                                       self.popularity, self.weights.cold_item_threshold, content_map.ridge)
+        self.item_gnn = map_cold_items(self.raw_item_gnn, feats, self.popularity, self.weights.cold_item_threshold,
+                                       content_map.ridge)
 
     def table_bytes(self) -> int:
         """Memory of the four embedding tables."""
@@ -200,24 +198,21 @@ def _dot(users_table, items_table, users):
 
 def map_cold_items(item_gnn, content, popularity, threshold: int, ridge: float = 1.0):
     """Replace (blend) the GNN embeddings of items with < ``threshold`` interactions by a
-    ridge mapping content -> GNN embedding fitted on the other items. ``content``: ``(I, F)``
-    features (a bias column is added when the features have none)."""
+    ridge mapping content -> GNN embedding fitted on the other items
+    (:func:`~recsys_dagster.core.cold_start.ridge_map`). ``content``: ``(I, F)`` features;
+    :class:`~recsys_dagster.core.cold_start.ContentFeatures` include the bias column."""
     import torch
+
+    from recsys_dagster.core.cold_start import ridge_map
 
     pop = popularity.float()
     warm = pop >= max(threshold, 1)
     if threshold <= 0 or warm.sum() < 2 or bool(warm.all()):
         return item_gnn
-    dev = content.device
-    x = content.float()
-    if not bool((x[:, 0] == 1).all()):
-        x = torch.cat([x, torch.ones(len(x), 1, device=dev)], dim=1)
-    xw, yw = x[warm], item_gnn[warm].float()
-    gram = xw.T @ xw + ridge * torch.eye(x.shape[1], device=dev)
-    w = torch.linalg.solve(gram, xw.T @ yw)
-    mapped = x @ w
+    mapped = ridge_map(np.asarray(content.cpu() if hasattr(content, "cpu") else content),
+                       item_gnn.detach().float().cpu().numpy(), warm.cpu().numpy(), ridge)
     blend = torch.clamp(pop / threshold, max=1.0).unsqueeze(1)
-    return blend * item_gnn + (1 - blend) * mapped
+    return blend * item_gnn + (1 - blend) * torch.as_tensor(mapped, device=item_gnn.device)
 
 
 def tune_fusion(scorer: FusedScorer, evaluate_fn, betas=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
