@@ -2,13 +2,15 @@
 with the same metric code and tuned settings, mean ± std per model, beside RecBole's numbers.
 
     python -m benchmarks.bench_accuracy [--seeds 2020 2021 2022] [--protocols A A_recbole]
-                                        [--ablation-seeds 0]
+                                        [--ablation-seeds 0] [--loss sampled_softmax --num-negatives 4096]
 
 ``A`` is the platform's hash split (stable as data grows); ``A_recbole`` is RecBole's
 per-user shuffle with the same seed, where the RecBole 1.2.1 reference numbers apply.
 Hyperparameters: the ``model_hyperparameters`` cache of the warehouse (``make tune``), else
 the validated defaults of ``core.tuning``; ItemKNN and EASE are tuned on each split's
-validation part. Nothing here is chosen on a test set.
+validation part. Nothing here is chosen on a test set. ``--loss`` sets one loss for every
+trained model (the peers get the same): ``sampled_softmax`` for catalogues where the full
+softmax is too slow to run several seeds (ml-latest-small).
 """
 
 from __future__ import annotations
@@ -65,36 +67,73 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=300)
     parser.add_argument("--protocols", nargs="+", default=["A", "A_recbole"])
     parser.add_argument("--name", default="accuracy", help="results file benchmarks/results/NAME.json")
+    parser.add_argument("--loss", choices=["bpr", "softmax", "sampled_softmax"],
+                        help="the loss of every trained model (MF, LightGCN, KGTextGNN alike); default: tuned")
+    parser.add_argument("--num-negatives", type=int, default=None, help="sampled_softmax: negatives per step")
+    parser.add_argument("--merge", nargs="+", metavar="NAME", help="no run: merge the results NAME.json of runs "
+                        "over other seeds (e.g. one process per seed) into --name")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.name)
     from recsys_dagster.core.evaluation import ROW_COLUMNS, EvalConfig, evaluate_protocols
     from recsys_dagster.core.train import TrainConfig
 
     tables = warehouse_tables()
     tuned = tuned_hyperparameters()
+    if args.loss:  # one loss for every trained model: the same treatment for the peers
+        tuned = {name: {**params, "loss": args.loss} for name, params in tuned.items()}
     print("hyperparameters:", tuned)
     rows, timings = [], {}
     for n, seed in enumerate(args.seeds):
         t0 = time.perf_counter()
         cfg = replace(TrainConfig(seed=seed, split_seed=seed, device="cpu", max_epochs=args.max_epochs),
                       **tuned["kgtextgnn"])
+        if args.num_negatives:
+            cfg = replace(cfg, num_negatives=args.num_negatives)
         ev = EvalConfig(train=cfg, ablations=n < args.ablation_seeds, protocols=tuple(args.protocols), explanation_users=0,
                         hyperparameters=tuned)
         res = evaluate_protocols(tables, ev)
         rows += [(*r, seed) for r in res.rows]
         timings[seed] = {"seconds": time.perf_counter() - t0, "fusion": res.fusion, "params": res.params, **res.seconds}
     frame = pd.DataFrame(rows, columns=[*ROW_COLUMNS, "seed"])
-    table = summarize(frame)
-    print_table(table, f"seeds {args.seeds} (mean ± std over seeds)")
-    a = frame[(frame.protocol == "A") & (frame.slice == "all") & (frame.metric == "ndcg") & (frame.k == 10)]
-    means = a.groupby("model").value.mean()
+    write_json(args.name, {"dataset": load_settings().dataset, "seeds": args.seeds, "protocols": args.protocols,
+                           "hyperparameters": tuned,
+                           "num_negatives": cfg.num_negatives if cfg.loss == "sampled_softmax" else None,
+                           **report(frame, args.seeds), "timings": timings, "recbole_reference": RECBOLE})
+
+
+def report(frame: pd.DataFrame, seeds: list[int]) -> dict:
+    """Prints the table and the fused / best-peer ratio; the JSON fields of both."""
     from recsys_dagster.core.evaluation import is_own
 
+    table = summarize(frame)
+    print_table(table, f"seeds {seeds} (mean ± std over seeds)")
+    a = frame[(frame.protocol == "A") & (frame.slice == "all") & (frame.metric == "ndcg") & (frame.k == 10)]
+    means = a.groupby("model").value.mean()
     peers = means.drop([m for m in means.index if is_own(m)]).sort_values(ascending=False)
     if len(peers) and "fused" in means:
         print(f"fused / best peer ({peers.index[0]}): {means['fused'] / peers.iloc[0]:.3f}")
-    write_json(args.name, {"dataset": load_settings().dataset, "seeds": args.seeds, "protocols": args.protocols, "hyperparameters": tuned,
-                            "table": table, "rows": frame.to_dict("records"), "timings": timings,
-                            "recbole_reference": RECBOLE})
+    return {"table": table, "rows": frame.to_dict("records")}
+
+
+def merge(names: list[str], name: str) -> None:
+    """One results file from runs over disjoint seeds of the same settings."""
+    import json
+
+    from benchmarks.common import RESULTS
+
+    runs = [json.loads((RESULTS / f"{n}.json").read_text()) for n in names]
+    keys = ("dataset", "protocols", "hyperparameters", "num_negatives")
+    for run in runs[1:]:
+        if any(run.get(k) != runs[0].get(k) for k in keys):
+            raise SystemExit(f"--merge: {names} differ in {[k for k in keys if run.get(k) != runs[0].get(k)]}")
+    seeds = [s for run in runs for s in run["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--merge: a seed appears twice in {names}: {seeds}")
+    frame = pd.DataFrame([r for run in runs for r in run["rows"]])
+    write_json(name, {**{k: runs[0].get(k) for k in keys}, "seeds": seeds, "merged_from": names,
+                      **report(frame, seeds), "timings": {k: v for run in runs for k, v in run["timings"].items()},
+                      "recbole_reference": RECBOLE})
 
 
 if __name__ == "__main__":

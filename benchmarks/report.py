@@ -88,6 +88,9 @@ def accuracy(d: dict | None) -> str:
                                                  "sparse-user ndcg@10", "coverage@10", "recbole ndcg/recall@10")}
             for r in d["table"]]
     params = "; ".join(f"{m} {p}" for m, p in (d.get("hyperparameters") or {}).items())
+    if d.get("num_negatives"):
+        params += (f"; sampled softmax: {d['num_negatives']} uniform negatives per step, shared by the batch, "
+                   "log-Q corrected (every trained model alike)")
     return (f"Dataset {d.get('dataset', 'movielens-100k')}, protocols {d.get('protocols')}, seeds {d['seeds']} (split "
             "and model seed), mean ± std over seeds; every trained model early-stopped "
             "on validation NDCG@10 (≤ 300 epochs, patience 30). Protocol `A`: the platform's hash split (8:1:1 by "

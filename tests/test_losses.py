@@ -2,13 +2,14 @@
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from recsys_dagster.core.train import TrainConfig, load_weights, save_weights, train
-from recsys_dagster.core.train.loop import ranking_loss
+from recsys_dagster.core.train.loop import draw_negatives, ranking_loss
 from tests.test_models import tiny_data
 
 
@@ -40,11 +41,56 @@ def test_softmax_is_cross_entropy_over_every_item_on_cosines():
     assert ranking_loss(out * 7.0, u, p, p, 3, 4, "softmax", tau).item() == pytest.approx(got.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+@pytest.mark.parametrize("loss", ["bpr", "softmax", "sampled_softmax"])
 def test_loss_gradients_match_finite_differences(loss):
     out = _out(dtype=torch.float64).requires_grad_(True)
     u, p, n = torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]), torch.tensor([0, 0, 1])
-    assert torch.autograd.gradcheck(lambda o: ranking_loss(o, u, p, n, 3, 4, loss, 0.3), (out,))
+    negatives = (torch.tensor([0, 2]), torch.log(torch.tensor([0.5, 0.8])))  # row 1's positive among them (masked)
+    assert torch.autograd.gradcheck(lambda o: ranking_loss(o, u, p, n, 3, 4, loss, 0.3, negatives), (out,))
+
+
+def test_sampled_softmax_with_every_item_a_candidate_is_the_full_softmax():
+    out = _out(n_users=4, n_items=9)
+    u, p = torch.tensor([0, 3, 1, 1]), torch.tensor([8, 0, 4, 2])
+    full = ranking_loss(out, u, p, p, 4, 9, "softmax", 0.2)
+    every = torch.randperm(9, generator=torch.Generator().manual_seed(1))  # order does not matter
+    got = ranking_loss(out, u, p, p, 4, 9, "sampled_softmax", 0.2, (every, torch.zeros(9)))
+    assert got.item() == pytest.approx(full.item(), rel=1e-5)
+    cfg = TrainConfig(loss="sampled_softmax", num_negatives=9)
+    cands, log_pi = draw_negatives(SimpleNamespace(n_items=9, train_items=np.array([0, 1])), cfg, None, p)
+    assert torch.equal(cands, torch.arange(9)) and torch.equal(log_pi, torch.zeros(9))
+
+
+def test_sampled_softmax_partition_estimate_is_unbiased():
+    """Over steps, exp(loss + positive logit) estimates the full partition: the batch's
+    positives (popular items) plus uniform draws, each weighted by 1/P(candidate)."""
+    n_items, tau, batch = 60, 0.5, 8
+    rng = np.random.default_rng(0)
+    train_items = rng.choice(n_items, size=400, p=np.arange(n_items, 0, -1) / np.arange(n_items, 0, -1).sum())
+    data = SimpleNamespace(n_items=n_items, train_items=train_items)
+    out = _out(n_users=1, n_items=n_items, dim=6)
+    u, p = torch.tensor([0]), torch.tensor([7])
+    s = torch.nn.functional.normalize(out[:1], dim=-1) @ torch.nn.functional.normalize(out[1:], dim=-1).T / tau
+    truth = s.exp().sum().item()
+    g = torch.Generator().manual_seed(0)
+    cfg = TrainConfig(loss="sampled_softmax", num_negatives=10)
+    estimates, sizes = [], []
+    for _ in range(4000):
+        positives = torch.as_tensor(train_items[rng.permutation(len(train_items))[:batch]])
+        cands, log_pi = draw_negatives(data, cfg, g, positives)
+        assert len(torch.unique(cands)) == len(cands) and set(positives.tolist()) <= set(cands.tolist())
+        sizes.append(len(cands))
+        loss = ranking_loss(out, u, p, p, 1, n_items, "sampled_softmax", tau, (cands, log_pi))
+        estimates.append(math.exp(loss.item() + s[0, 7].item()))  # loss = log Z_hat - s_p
+    assert np.mean(estimates) == pytest.approx(truth, rel=0.03)
+    assert np.mean(sizes) < 0.4 * n_items  # a fraction of the catalogue per step
+
+
+def test_draw_negatives_only_for_the_sampled_softmax():
+    data = SimpleNamespace(n_items=100, train_items=np.arange(100))
+    assert draw_negatives(data, TrainConfig(loss="softmax"), None, torch.tensor([1])) is None
+    with pytest.raises(ValueError, match="needs the step's sampled negatives"):
+        ranking_loss(_out(), torch.tensor([0]), torch.tensor([0]), torch.tensor([0]), 3, 4, "sampled_softmax")
 
 
 def test_unknown_loss_is_one_clear_error():
@@ -52,11 +98,12 @@ def test_unknown_loss_is_one_clear_error():
         ranking_loss(_out(), torch.tensor([0]), torch.tensor([0]), torch.tensor([0]), 3, 4, "hinge")
 
 
-@pytest.mark.parametrize("model", ["mf", "kgtextgnn"])
-def test_softmax_training_is_deterministic_scores_by_cosine_and_reloads(model, tmp_path: Path):
+@pytest.mark.parametrize("model,loss", [("mf", "softmax"), ("kgtextgnn", "softmax"),
+                                        ("kgtextgnn", "sampled_softmax")])
+def test_softmax_training_is_deterministic_scores_by_cosine_and_reloads(model, loss, tmp_path: Path):
     data = tiny_data()
-    cfg = TrainConfig(model=model, loss="softmax", temperature=0.2, embedding_dim=8, batch_size=16, max_epochs=4,
-                      min_epochs=1, device="cpu")
+    cfg = TrainConfig(model=model, loss=loss, temperature=0.2, embedding_dim=8, batch_size=16, max_epochs=4,
+                      min_epochs=1, device="cpu", num_negatives=3)
     first, second = train(data, cfg, log=lambda m: None), train(data, cfg, log=lambda m: None)
     assert first.best_valid == second.best_valid and first.history == [
         {**h, "epoch_seconds": first.history[i]["epoch_seconds"]} for i, h in enumerate(second.history)]

@@ -227,3 +227,15 @@ def test_sampled_training_learns(tiny_data, loss):
     untrained = TrainConfig(**{**cfg.__dict__, "max_epochs": 1, "min_epochs": 1, "lr": 0.0})
     base = train(tiny_data, untrained, log=lambda m: None)
     assert res.best_valid["ndcg@10"] > base.best_valid["ndcg@10"] + 0.02
+
+
+def test_sampled_softmax_training_learns_in_full_mode(tiny_data):
+    from recsys_dagster.core.train import TrainConfig, train
+
+    cfg = TrainConfig(model="kgtextgnn", embedding_dim=16, batch_size=256, max_epochs=15, min_epochs=15, device="cpu",
+                      train_mode="full", loss="sampled_softmax", num_negatives=16, temperature=0.2, lr=5e-3)
+    res = train(tiny_data, cfg, log=lambda m: None)
+    untrained = TrainConfig(**{**cfg.__dict__, "max_epochs": 1, "min_epochs": 1, "lr": 0.0})
+    base = train(tiny_data, untrained, log=lambda m: None)
+    assert res.model.cosine and tiny_data.n_items > 16
+    assert res.best_valid["ndcg@10"] > base.best_valid["ndcg@10"] + 0.02

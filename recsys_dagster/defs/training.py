@@ -40,7 +40,7 @@ TrainingConfig = derive_config(
     lr=(float | None, Field(default=None, description="learning rate; None: the tuned value "
                             "(model_hyperparameters), else the model's validated default")),
     reg_weight=(float | None, Field(default=None, description="L2 weight; None: tuned, as lr")),
-    loss=(str | None, Field(default=None, description="bpr or softmax; None: tuned, as lr")),
+    loss=(str | None, Field(default=None, description="bpr, softmax or sampled_softmax; None: tuned, as lr")),
     temperature=(float | None, Field(default=None, description="softmax temperature; None: tuned, as lr")),
     warm_start=(bool, Field(default=False, description="continue from the published version on the same split "
                                                        "(daily refresh)")),

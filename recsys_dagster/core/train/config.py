@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 from recsys_dagster.core.options import option
 
+#: The losses that are a softmax on cosine scores.
+SOFTMAX_LOSSES = ("softmax", "sampled_softmax")
+
 
 @dataclass
 class TrainConfig:
@@ -26,8 +29,12 @@ class TrainConfig:
     full_step_gb: float = option(4.0, "auto mode: estimated memory of one full-graph step (activations of every "
                                       "node, and batch x items logits with the softmax loss) above which "
                                       "training is sampled")
-    loss: str = option("bpr", "bpr (one sampled negative) or softmax (full-catalogue InfoNCE on cosine scores)")
+    loss: str = option("bpr", "bpr (one sampled negative), softmax (full-catalogue InfoNCE on cosine scores) or "
+                              "sampled_softmax (the same softmax over num_negatives items drawn per step: large "
+                              "catalogues)")
     temperature: float = option(0.1, "softmax temperature τ")
+    num_negatives: int = option(1024, "sampled_softmax: items drawn uniformly (without replacement) per step, "
+                                      "shared by the batch; at least the catalogue size means the full softmax")
     max_epochs: int = option(300, "epoch budget")
     min_epochs: int = option(20, "no early stop before this many epochs")
     patience: int = option(30, "early-stopping patience: epochs without a better validation metric")
@@ -70,11 +77,20 @@ class TrainConfig:
         mode = self.train_mode
         if mode == "auto":
             activations = 3 * (self.num_layers + 1) * n_nodes * self.embedding_dim
-            logits = 2 * batch * n_items if self.loss == "softmax" else 0
+            logits = 2 * batch * self.softmax_width(n_items) if self.cosine else 0
             mode = "sampled" if 4 * (activations + logits) > self.full_step_gb * 2**30 else "full"
         if mode == "sampled":
             return mode, self.batch_size, self.lr
         return "full", batch, self.lr * (batch / self.batch_size) ** 0.5
+
+    @property
+    def cosine(self) -> bool:
+        """Whether the loss is a softmax on cosine scores (the model then scores by cosine)."""
+        return self.loss in SOFTMAX_LOSSES
+
+    def softmax_width(self, n_items: int) -> int:
+        """Items in one row of the softmax: the catalogue, or the sampled negatives (+ the positive)."""
+        return min(n_items, self.num_negatives + 1) if self.loss == "sampled_softmax" else n_items
 
     def split_spec(self):
         """The :class:`~recsys_dagster.core.splits.SplitSpec` this model trains on."""

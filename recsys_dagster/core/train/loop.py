@@ -45,13 +45,22 @@ def epoch_samples(data, gen, train_u=None, train_i=None, keys=None):
     return epoch_u, epoch_p, sample_negatives(epoch_u, data.n_items, keys, gen)
 
 
-def ranking_loss(out, u, p, n, n_users: int, n_items: int, loss: str = "bpr", temperature: float = 0.1):
+def ranking_loss(out, u, p, n, n_users: int, n_items: int, loss: str = "bpr", temperature: float = 0.1,
+                 negatives=None):
     r"""The ranking loss of a batch from all node embeddings ``out`` (users first, then items).
 
     * ``bpr``: :math:`-\log\sigma(e_u^\top e_p - e_u^\top e_n)` with one sampled negative.
     * ``softmax``: full-catalogue softmax (InfoNCE) on cosine scores,
       :math:`-\log \frac{\exp(\cos(u, p)/\tau)}{\sum_j \exp(\cos(u, j)/\tau)}` over every
       item ``j`` (exact, no sampling: a ``B x I`` matrix per batch; ``n`` is unused).
+    * ``sampled_softmax``: the same softmax with the sum over the other items estimated from a
+      candidate set ``negatives = (items, log_pi)`` shared by the batch (:func:`draw_negatives`:
+      the batch's positives plus items drawn uniformly) with each item's probability
+      :math:`\pi_j` of being a candidate: :math:`\sum_{j \ne p} e^{s_j} \approx
+      \sum_{j \in C,\, j \ne p} e^{s_j} / \pi_j` (Horvitz–Thompson, unbiased), i.e. each
+      candidate's logit gets :math:`-\log \pi_j` (the log-Q correction); the row's own positive
+      is masked out of the candidates. A ``B x |C|`` matrix per batch; with every item a
+      candidate (:math:`\pi = 1`) it equals ``softmax`` exactly.
     """
     import torch
     import torch.nn.functional as F
@@ -64,7 +73,42 @@ def ranking_loss(out, u, p, n, n_users: int, n_items: int, loss: str = "bpr", te
         items = F.normalize(out[n_users: n_users + n_items], dim=-1)
         logits = F.normalize(eu, dim=-1) @ items.T / temperature
         return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), p)  # bf16 under AMP
-    raise ValueError(f"unknown loss {loss!r}: choose bpr or softmax")
+    if loss == "sampled_softmax":
+        if negatives is None:
+            raise ValueError("sampled_softmax needs the step's sampled negatives")
+        cands, log_pi = negatives
+        qu = F.normalize(eu, dim=-1)
+        pos = (qu * F.normalize(out.index_select(0, p + n_users), dim=-1)).sum(-1, keepdim=True) / temperature
+        neg = qu @ F.normalize(out.index_select(0, cands + n_users), dim=-1).T / temperature
+        hit = cands.unsqueeze(0) == p.unsqueeze(1)  # the row's own positive is not a negative
+        neg = (neg - log_pi.to(neg.dtype)).masked_fill(hit, -torch.inf)
+        logits = torch.cat([pos, neg], dim=1)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 under AMP
+        return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long, device=logits.device))
+    raise ValueError(f"unknown loss {loss!r}: choose bpr, softmax or sampled_softmax")
+
+
+def draw_negatives(data, config, generator, positives):
+    r"""The candidate set of one ``sampled_softmax`` step (None for the other losses):
+    ``(items, log_pi)`` — the batch's ``positives`` (free: their embeddings are computed for
+    the positive term, and they are the popular, hard negatives) plus ``num_negatives``
+    distinct items drawn uniformly, with :math:`\log \pi_j`, the probability that item
+    ``j`` is a candidate: :math:`\pi_j = 1 - (1 - M/I)(1 - c_j/N)^B` for ``B`` positives
+    drawn from ``N`` training pairs of which ``c_j`` are item ``j``'s. Every item, with
+    :math:`\pi = 1`, when ``num_negatives`` covers the catalogue (the full softmax)."""
+    import torch
+
+    if config.loss != "sampled_softmax":
+        return None
+    n_items = data.n_items
+    if config.num_negatives >= n_items:
+        return torch.arange(n_items), torch.zeros(n_items)
+    uniform = torch.randperm(n_items, generator=generator)[: config.num_negatives]
+    cands = torch.unique(torch.cat([positives.cpu(), uniform]))
+    counts = torch.bincount(torch.as_tensor(data.train_items), minlength=n_items)[cands].double()
+    in_batch = 1 - (1 - counts / max(len(data.train_items), 1)).pow(len(positives))
+    pi = 1 - (1 - config.num_negatives / n_items) * (1 - in_batch)
+    return cands, torch.log(pi).float()
 
 
 def sampled_ranking_loss(emb, targets, u, p, n, n_users: int, loss: str = "bpr", temperature: float = 0.1):
@@ -80,16 +124,16 @@ def sampled_ranking_loss(emb, targets, u, p, n, n_users: int, loss: str = "bpr",
     eu = rows(u)
     if loss == "bpr":
         return -F.logsigmoid((eu * rows(p + n_users)).sum(-1) - (eu * rows(n + n_users)).sum(-1)).mean()
-    if loss == "softmax":
+    if loss in ("softmax", "sampled_softmax"):  # over the batch's items: already a sampled softmax
         cands = torch.unique(torch.cat([p, n]))
         logits = F.normalize(eu, dim=-1) @ F.normalize(rows(cands + n_users), dim=-1).T / temperature
         return F.cross_entropy(logits.float(), torch.searchsorted(cands, p))
-    raise ValueError(f"unknown loss {loss!r}: choose bpr or softmax")
+    raise ValueError(f"unknown loss {loss!r}: choose bpr, softmax or sampled_softmax")
 
 
 def bpr_step(model, opt, u, p, n, data, config, gen=None, use_amp: bool = False, sampler=None, forward=None,
              scale: float = 1.0) -> float:
-    """One optimizer step of the ranking loss (``config.loss``: BPR or full softmax) + L2 on
+    """One optimizer step of the ranking loss (``config.loss``: BPR, full or sampled softmax) + L2 on
     the batch's ego embeddings + the model's auxiliary loss weighted by ``kg_loss_weight``,
     on users ``u``, positive items ``p`` and negative items ``n``; returns the loss. With a
     ``sampler`` (:class:`~recsys_dagster.core.models.sampling.NeighbourSampler`) only the
@@ -103,7 +147,9 @@ def bpr_step(model, opt, u, p, n, data, config, gen=None, use_amp: bool = False,
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
         if sampler is None:
             out = (forward or model)()
-            loss = ranking_loss(out, u, p, n, data.n_users, data.n_items, config.loss, config.temperature)
+            negatives = draw_negatives(data, config, gen, p)
+            loss = ranking_loss(out, u, p, n, data.n_users, data.n_items, config.loss, config.temperature,
+                                None if negatives is None else tuple(t.to(device) for t in negatives))
         else:
             from recsys_dagster.core.models.sampling import sampled_embeddings
 
@@ -171,10 +217,11 @@ def train(
     model = build_model(config.model, data, config.embedding_dim, config.num_layers, config.kg_weight,
                         config.id_dropout, device)
     model.generator = torch.Generator(device=device).manual_seed(config.seed + 1)
-    model.cosine = config.loss == "softmax"
+    model.cosine = config.cosine
     if config.loss == "softmax" and data.n_items > SOFTMAX_WARN_ITEMS:
         log(f"full softmax over {data.n_items} items costs batch x items scores per step (~8x a BPR epoch at 10k "
-            "items); for large catalogues set loss=bpr or tune on the data (make tune)")
+            "items); for large catalogues set loss=sampled_softmax (num_negatives per step) or tune on the data "
+            "(make tune)")
     if warm_start is not None:
         what = ("transfer", "source") if warm_start.get("transfer") else ("warm start", "previous")
         log(f"{what[0]}: copied {warm_start_state(model, warm_start, data)} tensors from the {what[1]} model")

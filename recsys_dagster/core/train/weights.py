@@ -91,7 +91,7 @@ def load_weights(path: str | Path, data, device: str = "cpu"):
         raise ValueError(f"{path}: weights were trained on other users/items than the data given")
     model = build_model(cfg.model, data, cfg.embedding_dim, cfg.num_layers, cfg.kg_weight, cfg.id_dropout, device)
     model.load_state_dict(payload["state_dict"])
-    model.cosine = cfg.loss == "softmax"
+    model.cosine = cfg.cosine
     model.refresh()
     model.eval()
     return model, payload
