@@ -81,9 +81,9 @@ def ranking_loss(out, u, p, n, n_users: int, n_items: int, loss: str = "bpr", te
         pos = (qu * F.normalize(out.index_select(0, p + n_users), dim=-1)).sum(-1, keepdim=True) / temperature
         neg = qu @ F.normalize(out.index_select(0, cands + n_users), dim=-1).T / temperature
         hit = cands.unsqueeze(0) == p.unsqueeze(1)  # the row's own positive is not a negative
-        neg = (neg - log_pi.to(neg.dtype)).masked_fill(hit, -torch.inf)
-        logits = torch.cat([pos, neg], dim=1)
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 under AMP
+        dtype = torch.promote_types(neg.dtype, torch.float32)  # bf16 under AMP
+        neg = (neg.to(dtype) - log_pi.to(dtype)).masked_fill(hit, -torch.inf)
+        logits = torch.cat([pos.to(dtype), neg], dim=1)
         return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long, device=logits.device))
     raise ValueError(f"unknown loss {loss!r}: choose bpr, softmax or sampled_softmax")
 
