@@ -79,7 +79,7 @@ bench: warehouse
 	$(BIN)/python -m benchmarks.bench_lightweight
 	$(BIN)/python -m benchmarks.report
 
-## The accuracy benchmark on ml-latest-small (its own home under data/ml-latest-small; ~45 min on 2 cores).
+## The accuracy benchmark on ml-latest-small (its own home under data/ml-latest-small; ~50 min per seed on one thread, ~1h45 on 2 cores).
 MLS := RECSYS_DATASET=movielens-latest-small RECSYS_HOME=data/ml-latest-small RECSYS_PARTITION_GRAIN=month
 # One process per seed, two at a time on one thread each; every trained model with the sampled
 # softmax (the full softmax over 9.7k items takes 12-25 min per model on one thread).

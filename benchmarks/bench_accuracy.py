@@ -131,7 +131,8 @@ def merge(names: list[str], name: str) -> None:
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"--merge: a seed appears twice in {names}: {seeds}")
     frame = pd.DataFrame([r for run in runs for r in run["rows"]])
-    write_json(name, {**{k: runs[0].get(k) for k in keys}, "seeds": seeds, "merged_from": names,
+    write_json(name, {"machine": runs[0].get("machine"),  # where and when the runs ran, not the merge
+                      **{k: runs[0].get(k) for k in keys}, "seeds": seeds, "merged_from": names,
                       **report(frame, seeds), "timings": {k: v for run in runs for k, v in run["timings"].items()},
                       "recbole_reference": RECBOLE})
 
