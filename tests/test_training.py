@@ -211,6 +211,10 @@ def test_full_mode_keeps_the_steps_per_epoch_as_data_grows():
     auto = TrainConfig(train_mode="auto", loss="softmax", embedding_dim=64, full_step_gb=1.0)
     assert auto.step_plan(80_000, 15_000, 1_700)[0] == "full"
     assert auto.step_plan(8_000_000, 500_000, 100_000)[0] == "sampled"  # 200k x 100k softmax logits
+    # the sampled softmax's row: at most the batch's positives plus the uniform negatives
+    assert TrainConfig(loss="sampled_softmax", num_negatives=1024).softmax_width(100_000, 2048) == 3072
+    assert TrainConfig(loss="sampled_softmax", num_negatives=1024).softmax_width(1_700, 2048) == 1_700
+    assert TrainConfig(loss="softmax").softmax_width(100_000, 2048) == 100_000
     assert TrainConfig(train_mode="auto", loss="bpr", full_step_gb=2.0).step_plan(8_000_000, 500_000, 100_000)[0] \
         == "full"
     with pytest.raises(ValueError, match="train_mode"):

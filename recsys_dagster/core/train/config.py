@@ -33,8 +33,9 @@ class TrainConfig:
                               "sampled_softmax (the same softmax over num_negatives items drawn per step: large "
                               "catalogues)")
     temperature: float = option(0.1, "softmax temperature τ")
-    num_negatives: int = option(1024, "sampled_softmax: items drawn uniformly (without replacement) per step, "
-                                      "shared by the batch; at least the catalogue size means the full softmax")
+    num_negatives: int = option(1024, "sampled_softmax: items drawn uniformly (without replacement) per step "
+                                      "and shared by the batch, next to the batch's own positives; at least the "
+                                      "catalogue size means the full softmax")
     max_epochs: int = option(300, "epoch budget")
     min_epochs: int = option(20, "no early stop before this many epochs")
     patience: int = option(30, "early-stopping patience: epochs without a better validation metric")
@@ -77,7 +78,7 @@ class TrainConfig:
         mode = self.train_mode
         if mode == "auto":
             activations = 3 * (self.num_layers + 1) * n_nodes * self.embedding_dim
-            logits = 2 * batch * self.softmax_width(n_items) if self.cosine else 0
+            logits = 2 * batch * self.softmax_width(n_items, batch) if self.cosine else 0
             mode = "sampled" if 4 * (activations + logits) > self.full_step_gb * 2**30 else "full"
         if mode == "sampled":
             return mode, self.batch_size, self.lr
@@ -88,9 +89,10 @@ class TrainConfig:
         """Whether the loss is a softmax on cosine scores (the model then scores by cosine)."""
         return self.loss in SOFTMAX_LOSSES
 
-    def softmax_width(self, n_items: int) -> int:
-        """Items in one row of the softmax: the catalogue, or the sampled negatives (+ the positive)."""
-        return min(n_items, self.num_negatives + 1) if self.loss == "sampled_softmax" else n_items
+    def softmax_width(self, n_items: int, batch: int) -> int:
+        """Items in one row of the softmax: the catalogue, or at most the batch's positives plus
+        the uniform negatives (``sampled_softmax``)."""
+        return min(n_items, self.num_negatives + batch) if self.loss == "sampled_softmax" else n_items
 
     def split_spec(self):
         """The :class:`~recsys_dagster.core.splits.SplitSpec` this model trains on."""
