@@ -88,14 +88,15 @@ def ranking_loss(out, u, p, n, n_users: int, n_items: int, loss: str = "bpr", te
     raise ValueError(f"unknown loss {loss!r}: choose bpr, softmax or sampled_softmax")
 
 
-def draw_negatives(data, config, generator, positives):
+def draw_negatives(data, config, generator, positives, item_counts=None):
     r"""The candidate set of one ``sampled_softmax`` step (None for the other losses):
     ``(items, log_pi)`` — the batch's ``positives`` (free: their embeddings are computed for
     the positive term, and they are the popular, hard negatives) plus ``num_negatives``
     distinct items drawn uniformly, with :math:`\log \pi_j`, the probability that item
     ``j`` is a candidate: :math:`\pi_j = 1 - (1 - M/I)(1 - c_j/N)^B` for ``B`` positives
     drawn from ``N`` training pairs of which ``c_j`` are item ``j``'s. Every item, with
-    :math:`\pi = 1`, when ``num_negatives`` covers the catalogue (the full softmax)."""
+    :math:`\pi = 1`, when ``num_negatives`` covers the catalogue (the full softmax).
+    ``item_counts`` (``c``, computed once per training run) defaults to counting ``data``."""
     import torch
 
     if config.loss != "sampled_softmax":
@@ -105,7 +106,9 @@ def draw_negatives(data, config, generator, positives):
         return torch.arange(n_items), torch.zeros(n_items)
     uniform = torch.randperm(n_items, generator=generator)[: config.num_negatives]
     cands = torch.unique(torch.cat([positives.cpu(), uniform]))
-    counts = torch.bincount(torch.as_tensor(data.train_items), minlength=n_items)[cands].double()
+    if item_counts is None:
+        item_counts = torch.bincount(torch.as_tensor(data.train_items), minlength=n_items)
+    counts = item_counts[cands].double()
     in_batch = 1 - (1 - counts / max(len(data.train_items), 1)).pow(len(positives))
     pi = 1 - (1 - config.num_negatives / n_items) * (1 - in_batch)
     return cands, torch.log(pi).float()
@@ -132,7 +135,7 @@ def sampled_ranking_loss(emb, targets, u, p, n, n_users: int, loss: str = "bpr",
 
 
 def bpr_step(model, opt, u, p, n, data, config, gen=None, use_amp: bool = False, sampler=None, forward=None,
-             scale: float = 1.0) -> float:
+             scale: float = 1.0, item_counts=None) -> float:
     """One optimizer step of the ranking loss (``config.loss``: BPR, full or sampled softmax) + L2 on
     the batch's ego embeddings + the model's auxiliary loss weighted by ``kg_loss_weight``,
     on users ``u``, positive items ``p`` and negative items ``n``; returns the loss. With a
@@ -147,7 +150,7 @@ def bpr_step(model, opt, u, p, n, data, config, gen=None, use_amp: bool = False,
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
         if sampler is None:
             out = (forward or model)()
-            negatives = draw_negatives(data, config, gen, p)
+            negatives = draw_negatives(data, config, gen, p, item_counts)
             loss = ranking_loss(out, u, p, n, data.n_users, data.n_items, config.loss, config.temperature,
                                 None if negatives is None else tuple(t.to(device) for t in negatives))
         else:
@@ -242,6 +245,7 @@ def train(
     sampler_gen = gen if size == 1 else torch.Generator().manual_seed(config.seed * 1009 + rank)
     train_u, train_i = torch.as_tensor(data.train_users), torch.as_tensor(data.train_items)
     keys = torch.sort(train_u * data.n_items + train_i).values
+    item_counts = torch.bincount(train_i, minlength=data.n_items) if config.loss == "sampled_softmax" else None
     use_amp = config.amp and device.startswith("cuda")
     ckpt = Checkpoint(checkpoint_path, data, config)
     loop = ckpt.resume(model, opt, gen, log)
@@ -270,7 +274,7 @@ def train(
             # one must stay in step across workers (it draws every epoch's batches)
             loss = bpr_step(model, opt, epoch_u[b], epoch_p[b], epoch_n[b], data, config,
                             gen if size == 1 else sampler_gen, use_amp, sampler, forward,
-                            scale=(hi - lo) * size / (e - s)) * (hi - lo)
+                            scale=(hi - lo) * size / (e - s), item_counts=item_counts) * (hi - lo)
             if size > 1:
                 loss = _all_sum(loss, device)
             total += loss
