@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--loss", choices=["bpr", "softmax", "sampled_softmax"],
                         help="the loss of every trained model (MF, LightGCN, KGTextGNN alike); default: tuned")
     parser.add_argument("--num-negatives", type=int, default=None, help="sampled_softmax: negatives per step")
+    parser.add_argument("--embedding-dim", type=int, default=None,
+                        help="the embedding size of every trained model (MF, LightGCN, KGTextGNN alike); default: tuned")
     parser.add_argument("--merge", nargs="+", metavar="NAME", help="no run: merge the results NAME.json of runs "
                         "over other seeds (e.g. one process per seed) into --name")
     args = parser.parse_args()
@@ -82,6 +84,8 @@ def main() -> None:
     tuned = tuned_hyperparameters()
     if args.loss:  # one loss for every trained model: the same treatment for the peers
         tuned = {name: {**params, "loss": args.loss} for name, params in tuned.items()}
+    if args.embedding_dim:
+        tuned = {name: {**params, "embedding_dim": args.embedding_dim} for name, params in tuned.items()}
     print("hyperparameters:", tuned)
     rows, timings = [], {}
     for n, seed in enumerate(args.seeds):

@@ -243,3 +243,19 @@ def test_sampled_softmax_training_learns_in_full_mode(tiny_data):
     base = train(tiny_data, untrained, log=lambda m: None)
     assert res.model.cosine and tiny_data.n_items > 16
     assert res.best_valid["ndcg@10"] > base.best_valid["ndcg@10"] + 0.02
+
+
+def test_warm_start_from_another_embedding_size_starts_fresh(tiny_data):
+    """A tuned size can change between runs (the grid has two): a parent of another size
+    copies nothing, one of the same size copies every tensor, and training goes on."""
+    from recsys_dagster.core.models import build_model
+    from recsys_dagster.core.train import TrainConfig, train
+    from recsys_dagster.core.train.weights import warm_start_state, weights_payload
+
+    cfg = TrainConfig(model="kgtextgnn", embedding_dim=8, batch_size=256, max_epochs=1, min_epochs=1, device="cpu")
+    parent = weights_payload(train(tiny_data, cfg, log=lambda m: None), tiny_data)
+    n_tensors = len(parent["state_dict"])
+    assert warm_start_state(build_model("kgtextgnn", tiny_data, 16), parent, tiny_data) == 0
+    assert warm_start_state(build_model("kgtextgnn", tiny_data, 8), parent, tiny_data) == n_tensors
+    wider = train(tiny_data, TrainConfig(**{**cfg.__dict__, "embedding_dim": 16}), warm_start=parent, log=lambda m: None)
+    assert wider.model.embedding.weight.shape[1] == 16

@@ -212,7 +212,7 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         model, secs = _train(data, trained_config(base, name, params), log)
         result.seconds[f"train_{name}"] = secs
         run(name, scorer_of(model), params)
-    main_params = {k: getattr(base, k) for k in ("loss", "temperature", "lr", "reg_weight")}
+    main_params = {k: getattr(base, k) for k in ("loss", "temperature", "lr", "reg_weight", "embedding_dim")}
     if main_model is None:
         main_model, secs = _train(data, replace(base, model="kgtextgnn"), log)
         result.seconds["train_kgtextgnn"] = secs

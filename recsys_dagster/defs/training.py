@@ -22,8 +22,8 @@ GPU_POOL = "gpu"
 
 class _TrainingConfigBase(dg.Config):
     def to_train_config(self, device: str, tuned: dict | None = None) -> TrainConfig:
-        """The core config: ``loss``/``temperature``/``lr``/``reg_weight`` left empty take the
-        tuned values (else the model's validated defaults); the device comes from the compute
+        """The core config: ``loss``/``temperature``/``lr``/``reg_weight``/``embedding_dim`` left
+        empty take the tuned values (else the model's validated defaults); the device comes from the compute
         resource."""
         from recsys_dagster.core.tuning import TRAINED_KEYS, resolve
 
@@ -33,7 +33,7 @@ class _TrainingConfigBase(dg.Config):
 
 
 #: The launchpad form of ``gnn_model``: every :class:`TrainConfig` field (same names,
-#: defaults and help), with ``lr``/``reg_weight`` optional (None: tuned) and ``warm_start``.
+#: defaults and help), with the tuned fields optional (None: tuned) and ``warm_start``.
 TrainingConfig = derive_config(
     "TrainingConfig", "Launchpad config of gnn_model (defaults: the project's main model).",
     config_fields(TrainConfig, exclude=("device",)), base=_TrainingConfigBase,
@@ -42,6 +42,7 @@ TrainingConfig = derive_config(
     reg_weight=(float | None, Field(default=None, description="L2 weight; None: tuned, as lr")),
     loss=(str | None, Field(default=None, description="bpr, softmax or sampled_softmax; None: tuned, as lr")),
     temperature=(float | None, Field(default=None, description="softmax temperature; None: tuned, as lr")),
+    embedding_dim=(int | None, Field(default=None, description="embedding size; None: tuned, as lr")),
     warm_start=(bool, Field(default=False, description="continue from the published version on the same split "
                                                        "(daily refresh)")),
     transfer_from=(str | None, Field(default=None, description="start from a published model of this or another "
