@@ -56,6 +56,69 @@ def test_interrupted_training_resumes_to_the_same_result(warehouse, tmp_path):
     assert resumed.best_valid == reference.best_valid and resumed.test == reference.test
 
 
+def test_weight_average_update_is_the_exponential_moving_average():
+    from recsys_dagster.core.train.averaging import WeightAverage
+
+    model = torch.nn.Linear(3, 2)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    avg = WeightAverage(model, decay=0.9)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+        model.bias.sub_(2.0)
+    avg.update(model)
+    torch.testing.assert_close(avg.shadow["weight"], start["weight"] + 0.1)
+    torch.testing.assert_close(avg.shadow["bias"], start["bias"] - 0.2)
+    avg.update(model)  # 0.9 * (w + 0.1) + 0.1 * (w + 1) = w + 0.19
+    torch.testing.assert_close(avg.shadow["weight"], start["weight"] + 0.19)
+    with pytest.raises(ValueError, match="ema_decay"):
+        WeightAverage(model, decay=1.0)
+
+
+@pytest.mark.parametrize("model", ["lightgcn", "kgtextgnn"])
+def test_weight_average_changes_what_is_graded_not_how_the_model_trains(warehouse, model):
+    settings, _ = warehouse
+    plain = TrainConfig(model=model, **FAST)
+    averaged = TrainConfig(model=model, ema_decay=0.9, **FAST)
+    data = load_training_data(settings.warehouse, plain)
+    a = train(data, plain, log=lambda m: None)
+    b = train(data, averaged, log=lambda m: None)
+    # the same training trajectory: the average never feeds back into the weights or the RNG
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    # ... but validation grades the averaged weights, and the result holds them
+    assert [h["valid_ndcg@10"] for h in a.history] != [h["valid_ndcg@10"] for h in b.history]
+    assert b.best_valid == train(data, averaged, log=lambda m: None).best_valid  # deterministic
+
+
+def test_a_weight_average_with_decay_near_zero_grades_the_last_weights(warehouse):
+    # LightGCN: no weight-dependent operator, so the averaged evaluation refreshes nothing
+    settings, _ = warehouse
+    plain = TrainConfig(model="lightgcn", **FAST)
+    data = load_training_data(settings.warehouse, plain)
+    a = train(data, plain, log=lambda m: None)
+    c = train(data, TrainConfig(model="lightgcn", ema_decay=1e-12, **FAST), log=lambda m: None)
+    assert [h["valid_ndcg@10"] for h in c.history] == pytest.approx([h["valid_ndcg@10"] for h in a.history],
+                                                                     abs=1e-6)
+
+
+def test_interrupted_training_with_a_weight_average_resumes_to_the_same_result(warehouse, tmp_path):
+    settings, _ = warehouse
+    config = TrainConfig(model="kgtextgnn", ema_decay=0.9, **FAST)
+    data = load_training_data(settings.warehouse, config)
+    reference = train(data, config, log=lambda m: None)
+    ckpt = tmp_path / "ckpt.pt"
+
+    def crash(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt("simulated kill after epoch 2")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, config, checkpoint_path=ckpt, on_epoch=crash, log=lambda m: None)
+    assert "average" in torch.load(ckpt, weights_only=True)
+    resumed = train(data, config, checkpoint_path=ckpt, log=lambda m: None)
+    assert resumed.resumed_from == 2
+    assert resumed.best_valid == reference.best_valid and resumed.test == reference.test
+
+
 @pytest.mark.slow  # subprocesses / a real webserver: `make test` only, not `make check`
 def test_sigkill_mid_training_then_resume_via_cli(warehouse, tmp_path):
     settings, _ = warehouse

@@ -152,7 +152,8 @@ def add_rows(result: ProtocolResult, protocol: str, name: str, score_fn, data, c
 def _train(data, config: TrainConfig, log):
     t0 = time.perf_counter()
     res = train(data, config, log=lambda m: None)
-    log(f"trained {config.model} (lr={config.lr}, reg={config.reg_weight}, text={config.use_text}, kg={config.use_kg}): "
+    log(f"trained {config.model} (lr={config.lr}, reg={config.reg_weight}, ema={config.ema_decay}, text={config.use_text}, "
+        f"kg={config.use_kg}): "
         f"best epoch {res.best_epoch}, valid ndcg@10 {res.best_valid['ndcg@10']:.4f}, {time.perf_counter() - t0:.1f}s")
     return res.model, time.perf_counter() - t0
 
@@ -167,7 +168,7 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
     from recsys_dagster.core.cold_start import ContentFeatures, item_attributes, tune_content_map
     from recsys_dagster.core.fusion import FusedScorer, FusionWeights, tune_fusion
     from recsys_dagster.core.text import resolve_device
-    from recsys_dagster.core.tuning import trained_config, tune_closed_form
+    from recsys_dagster.core.tuning import TRAINED_KEYS, trained_config, tune_closed_form
 
     device = resolve_device(config.train.device)
     result = ProtocolResult()
@@ -212,7 +213,7 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         model, secs = _train(data, trained_config(base, name, params), log)
         result.seconds[f"train_{name}"] = secs
         run(name, scorer_of(model), params)
-    main_params = {k: getattr(base, k) for k in ("loss", "temperature", "lr", "reg_weight", "embedding_dim")}
+    main_params = {k: getattr(base, k) for k in TRAINED_KEYS}
     if main_model is None:
         main_model, secs = _train(data, replace(base, model="kgtextgnn"), log)
         result.seconds["train_kgtextgnn"] = secs

@@ -28,6 +28,8 @@ class LoopState:
     best_state: dict | None = None
     history: list[dict] = field(default_factory=list)
     resumed_from: int | None = None
+    #: the weight average's tensors (``TrainConfig.ema_decay > 0``), resumed with the run
+    average: dict | None = None
 
 
 class Checkpoint:
@@ -55,7 +57,7 @@ class Checkpoint:
             model.generator.set_state(state["model_generator"].to(model.generator.get_state().device))
         log(f"resumed from checkpoint after epoch {state['epoch']} (best {state['best']:.4f})")
         return LoopState(state["epoch"] + 1, state["best"], state["best_epoch"], state["best_state"],
-                         state["history"], state["epoch"])
+                         state["history"], state["epoch"], state.get("average"))
 
     def save(self, epoch: int, model, opt, gen, loop: LoopState) -> None:
         if self.path is None:
@@ -63,6 +65,8 @@ class Checkpoint:
         payload = {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                    "generator": gen.get_state(), "best": loop.best, "best_epoch": loop.best_epoch,
                    "best_state": loop.best_state, "history": loop.history, "fingerprint": self.fingerprint}
+        if loop.average is not None:
+            payload["average"] = loop.average
         if model.generator is not None:
             payload["model_generator"] = model.generator.get_state()
         atomic_save(payload, self.path)

@@ -1,10 +1,12 @@
 """The BPR training loop: shuffled epochs with vectorized negatives, early stopping on
-validation NDCG@10, a checkpoint after every epoch, optional warm start."""
+validation NDCG@10, a checkpoint after every epoch, optional warm start, an optional
+moving average of the weights (what validation and the result then use)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +251,12 @@ def train(
     use_amp = config.amp and device.startswith("cuda")
     ckpt = Checkpoint(checkpoint_path, data, config)
     loop = ckpt.resume(model, opt, gen, log)
+    average = None
+    if config.ema_decay > 0:
+        from recsys_dagster.core.train.averaging import WeightAverage
+
+        average = WeightAverage(model, config.ema_decay, loop.average)
+        loop.average = average.shadow
     if warm_start is not None and loop.next_epoch == 0:  # the starting weights compete too (epoch -1)
         model.refresh()
         loop.best = evaluate(model, data, "valid", device=device)[config.valid_metric]
@@ -275,6 +283,8 @@ def train(
             loss = bpr_step(model, opt, epoch_u[b], epoch_p[b], epoch_n[b], data, config,
                             gen if size == 1 else sampler_gen, use_amp, sampler, forward,
                             scale=(hi - lo) * size / (e - s), item_counts=item_counts) * (hi - lo)
+            if average is not None:
+                average.update(model)
             if size > 1:
                 loss = _all_sum(loss, device)
             total += loss
@@ -284,11 +294,12 @@ def train(
         epoch_times.append(time.perf_counter() - t0)
         record = {"epoch": epoch, "loss": total / len(epoch_u), "epoch_seconds": epoch_times[-1]}
         if (epoch + 1) % config.eval_every == 0 or epoch == config.max_epochs - 1:
-            metrics = evaluate(model, data, "valid", device=device)
+            with average.applied(model) if average is not None else nullcontext():
+                metrics = evaluate(model, data, "valid", device=device)
+                if metrics[config.valid_metric] > loop.best:
+                    loop.best, loop.best_epoch = metrics[config.valid_metric], epoch
+                    loop.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             record.update({f"valid_{k}": v for k, v in metrics.items()})
-            if metrics[config.valid_metric] > loop.best:
-                loop.best, loop.best_epoch = metrics[config.valid_metric], epoch
-                loop.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         loop.history.append(record)
         ckpt.save(epoch, model, opt, gen, loop)
         if on_epoch is not None:  # after the checkpoint: a crash here loses no epoch
