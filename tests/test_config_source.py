@@ -23,8 +23,7 @@ def _fields(cls, exclude=()):
 
 
 @pytest.mark.parametrize("config, sources", [
-    (TrainingConfig, [(TrainConfig, None, ("device", "lr", "reg_weight", "loss", "temperature", "embedding_dim",
-                                                     "ema_decay"))]),
+    (TrainingConfig, [(TrainConfig, None, ("device", "lr", "reg_weight", "loss", "temperature", "embedding_dim"))]),
     (EvaluationConfig, [(EvalConfig, None, ("train", "hyperparameters")), (TrainConfig, BUDGET_FIELDS, ()),
                         (GateConfig, None, ("protocol",))]),
     (RecommendationConfig, [(RecommendConfig, None, ())]),

@@ -20,9 +20,8 @@ def test_every_trained_model_gets_the_same_grid_with_both_losses():
     assert all(p == points["mf"] for p in points.values())
     losses = {p["loss"] for p in points["mf"]}
     assert losses == {"bpr", "softmax"}
-    assert len(points["mf"]) == 6 + 4 + 4
+    assert len(points["mf"]) == 6 + 4
     assert {p.get("embedding_dim") for p in points["mf"] if p["loss"] == "softmax"} == {64, 128}
-    assert {p.get("ema_decay") for p in points["mf"]} == {None, 0.995, 0.998}
     assert grid_points("ease") == [{"lam": v} for v in GRIDS["ease"]["lam"]]
 
 
@@ -55,6 +54,3 @@ def test_trained_config_applies_a_choice_and_defaults_to_bpr():
     wide = TrainConfig(embedding_dim=128)  # the main model's size never leaks into a peer's choice
     assert trained_config(wide, "mf", {"lr": 0.01}).embedding_dim == TrainConfig.embedding_dim
     assert trained_config(TrainConfig(), "mf", {"loss": "softmax", "embedding_dim": 128}).embedding_dim == 128
-    averaged = TrainConfig(ema_decay=0.998)  # nor the main model's weight average
-    assert trained_config(averaged, "mf", {"lr": 0.01}).ema_decay == 0.0
-    assert trained_config(TrainConfig(), "mf", {"loss": "softmax", "ema_decay": 0.995}).ema_decay == 0.995

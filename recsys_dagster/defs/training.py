@@ -22,7 +22,7 @@ GPU_POOL = "gpu"
 
 class _TrainingConfigBase(dg.Config):
     def to_train_config(self, device: str, tuned: dict | None = None) -> TrainConfig:
-        """The core config: ``loss``/``temperature``/``lr``/``reg_weight``/``embedding_dim``/``ema_decay`` left
+        """The core config: ``loss``/``temperature``/``lr``/``reg_weight``/``embedding_dim`` left
         empty take the tuned values (else the model's validated defaults); the device comes from the compute
         resource."""
         from recsys_dagster.core.tuning import TRAINED_KEYS, resolve
@@ -43,8 +43,6 @@ TrainingConfig = derive_config(
     loss=(str | None, Field(default=None, description="bpr, softmax or sampled_softmax; None: tuned, as lr")),
     temperature=(float | None, Field(default=None, description="softmax temperature; None: tuned, as lr")),
     embedding_dim=(int | None, Field(default=None, description="embedding size; None: tuned, as lr")),
-    ema_decay=(float | None, Field(default=None, description="moving average of the weights (0: off); None: "
-                                   "tuned, as lr")),
     warm_start=(bool, Field(default=False, description="continue from the published version on the same split "
                                                        "(daily refresh)")),
     transfer_from=(str | None, Field(default=None, description="start from a published model of this or another "

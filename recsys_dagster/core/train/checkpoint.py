@@ -28,7 +28,7 @@ class LoopState:
     best_state: dict | None = None
     history: list[dict] = field(default_factory=list)
     resumed_from: int | None = None
-    #: the weight average's tensors (``TrainConfig.ema_decay > 0``), resumed with the run
+    #: the weight average's state (``TrainConfig.ema_decay > 0``), resumed with the run
     average: dict | None = None
 
 

@@ -256,7 +256,6 @@ def train(
         from recsys_dagster.core.train.averaging import WeightAverage
 
         average = WeightAverage(model, config.ema_decay, loop.average)
-        loop.average = average.shadow
     if warm_start is not None and loop.next_epoch == 0:  # the starting weights compete too (epoch -1)
         model.refresh()
         loop.best = evaluate(model, data, "valid", device=device)[config.valid_metric]
@@ -285,6 +284,7 @@ def train(
                             scale=(hi - lo) * size / (e - s), item_counts=item_counts) * (hi - lo)
             if average is not None:
                 average.update(model)
+                loop.average = average.state()
             if size > 1:
                 loss = _all_sum(loss, device)
             total += loss
@@ -294,12 +294,17 @@ def train(
         epoch_times.append(time.perf_counter() - t0)
         record = {"epoch": epoch, "loss": total / len(epoch_u), "epoch_seconds": epoch_times[-1]}
         if (epoch + 1) % config.eval_every == 0 or epoch == config.max_epochs - 1:
-            with average.applied(model) if average is not None else nullcontext():
-                metrics = evaluate(model, data, "valid", device=device)
-                if metrics[config.valid_metric] > loop.best:
-                    loop.best, loop.best_epoch = metrics[config.valid_metric], epoch
-                    loop.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            record.update({f"valid_{k}": v for k, v in metrics.items()})
+            # the raw weights, then their average: both compete for the best state, so the
+            # average never costs a run whose raw weights validate better (a short run)
+            for prefix, weights in (("valid", nullcontext()), ("valid_average", average and average.applied(model))):
+                if weights is None:
+                    continue
+                with weights:
+                    metrics = evaluate(model, data, "valid", device=device)
+                    if metrics[config.valid_metric] > loop.best:
+                        loop.best, loop.best_epoch = metrics[config.valid_metric], epoch
+                        loop.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                record.update({f"{prefix}_{k}": v for k, v in metrics.items()})
         loop.history.append(record)
         ckpt.save(epoch, model, opt, gen, loop)
         if on_epoch is not None:  # after the checkpoint: a crash here loses no epoch
