@@ -2,7 +2,7 @@
 step), then ``daily_refresh`` of the last partition on top of it, as a share of the
 rebuild. Real `dagster job execute` processes with their own temporary DAGSTER_HOME.
 
-    python -m benchmarks.bench_e2e [--datasets movielens-100k movielens-latest-small]
+    python -m benchmarks.bench_e2e [--datasets movielens-100k movielens-latest-small] [--name e2e]
 """
 
 from __future__ import annotations
@@ -122,6 +122,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["movielens-100k", "movielens-latest-small"])
     parser.add_argument("--daily", nargs="*", default=["movielens-100k"], help="datasets that also get a daily_refresh")
     parser.add_argument("--keep", action="store_true", help="keep the temporary homes and logs")
+    parser.add_argument("--name", default="e2e", help="results file (benchmarks/results/NAME.json): a run of one "
+                                                      "dataset need not replace the two-dataset file")
     args = parser.parse_args()
     data_dir = os.environ.get("RECSYS_DATA_DIR")
     results = [bench_dataset(d, data_dir, args.keep, d in args.daily) for d in args.datasets]
@@ -139,7 +141,7 @@ def main() -> None:
         if r.get("refresh_vs_rebuild"):
             print_table(r["refresh_vs_rebuild"], f"{r['dataset']}: protocol-A NDCG@10, daily_refresh vs full_rebuild "
                                                  "(target |delta| <= 0.015)")
-    write_json("e2e", {"results": results, "targets": {"ml100k_full_rebuild_s": 300, "daily_share": 0.2}})
+    write_json(args.name, {"results": results, "targets": {"ml100k_full_rebuild_s": 300, "daily_share": 0.2}})
 
 
 if __name__ == "__main__":
