@@ -23,6 +23,8 @@ from recsys_dagster.defs.jobs import DAILY_REFRESH_CONFIG
 
 ASSETS = ("items", "users", "raw_interactions", "cleaned_interactions", "knowledge_graph", "item_text_embeddings",
           "user_behavior_embeddings", "gnn_model", "evaluation_metrics", "fused_recommendations")
+#: a run whose one failed step is the blocking quality gate: a measured outcome, not a crash
+GATE_ONLY = re.compile(r"Steps failed: \['evaluation_metrics_fused_model_quality_gate'\]")
 STEP = re.compile(r'STEP_SUCCESS - Finished execution of step "([^"]+)" in ([\d.]+)(ms|s|m)(?:(\d+)s)?')
 
 
@@ -45,7 +47,8 @@ def run_job(job: str, tags: dict, env: dict, log: Path, config: dict | None = No
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     text = log.read_text()
-    if os.waitstatus_to_exitcode(status) != 0 or "RUN_SUCCESS" not in text:
+    gate_failed = bool(GATE_ONLY.search(text))  # every step ran; the quality gate refused to publish
+    if (os.waitstatus_to_exitcode(status) != 0 or "RUN_SUCCESS" not in text) and not gate_failed:
         tail = "\n".join(text.splitlines()[-30:])
         raise SystemExit(f"{job} failed (log {log}):\n{tail}")
     steps, checks = {}, 0.0
@@ -55,7 +58,8 @@ def run_job(job: str, tags: dict, env: dict, log: Path, config: dict | None = No
         else:
             checks += _seconds(value, unit, extra)
     steps["asset checks (all)"] = round(checks, 2)
-    return {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "steps_s": steps}
+    return {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "steps_s": steps,
+            "published": not gate_failed}
 
 
 #: ml-latest-small spans 22 years: 8,215 daily partitions cost ~3 min of per-partition event

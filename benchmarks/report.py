@@ -166,7 +166,8 @@ def e2e(d: dict | None) -> str:
         for job in [j for j in ("full_rebuild", "daily_refresh") if r.get(j)]:
             rows.append({"dataset": r["dataset"], "job": job, "partitions": (
                 f"{r['partitions']} ({r.get('grain', 'day')})" if job == "full_rebuild" else f"last {r.get('grain', 'day')}"), "wall s": r[job]["wall_s"], "peak RSS MB": r[job]["peak_rss_mb"],
-                         "share of full rebuild": r["daily_share_of_full"] if job == "daily_refresh" else 1.0})
+                         "share of full rebuild": r["daily_share_of_full"] if job == "daily_refresh" else 1.0,
+                         "published (gate)": "yes" if r[job].get("published", True) else "**no**"})
         for step, secs in r["full_rebuild"]["steps_s"].items():
             steps.append({"dataset": r["dataset"], "step": step, "full_rebuild s": secs,
                           "daily_refresh s": r["daily_refresh"]["steps_s"].get(step, "") if r.get("daily_refresh") else ""})
