@@ -31,8 +31,7 @@ $(VENV)/.ray-installed: $(VENV)/.installed pyproject.toml
 ## The summary prints even when the run fails: when the quality gate refuses to publish
 ## (fused does not beat a required tuned peer), it shows the verdict and its numbers.
 demo: venv pools
-	@status=0; $(DAGSTER) job execute $(MODULE) -j full_rebuild --tags "$$($(BIN)/python -m recsys_dagster.cli span --tags)" \
-		|| status=$$?; \
+	@status=0; $(MAKE) --no-print-directory rebuild || status=$$?; \
 	$(BIN)/python -m recsys_dagster.cli summary; \
 	if [ $$status -ne 0 ]; then echo "full_rebuild failed (exit $$status): see the gate verdict above, or the run's log"; fi; \
 	exit $$status

@@ -1,5 +1,5 @@
-"""An exponential moving average (EMA) of a model's weights, the weights that validation,
-early stopping and the saved model use when ``TrainConfig.ema_decay > 0``.
+"""An exponential moving average (EMA) of a model's weights: with ``TrainConfig.ema_decay > 0``
+the training loop validates it next to the raw weights and keeps whichever is better.
 
 The update is torch's own (:func:`torch.optim.swa_utils.get_ema_multi_avg_fn`, a fused
 ``lerp`` over every tensor). torch's :class:`~torch.optim.swa_utils.AveragedModel` is not

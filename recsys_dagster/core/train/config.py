@@ -41,8 +41,8 @@ class TrainConfig:
     patience: int = option(30, "early-stopping patience: epochs without a better validation metric")
     eval_every: int = option(1, "validate every N epochs")
     ema_decay: float = option(0.0, "exponential moving average of the weights, updated after every step with "
-                                    "this decay; validation, early stopping and the saved model use the "
-                                    "average (0: off, the raw weights)")
+                                    "this decay (bias-corrected); validated next to the raw weights at every "
+                                    "epoch, the better of the two is kept (0: off)")
     seed: int = 2020
     kg_weight: float = option(0.5, "weight of the KG attention edges next to the user-item edges (KGTextGNN)")
     kg_loss_weight: float = option(0.0, "weight of the auxiliary TransR KG loss (0: off)")

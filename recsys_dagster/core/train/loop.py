@@ -284,7 +284,6 @@ def train(
                             scale=(hi - lo) * size / (e - s), item_counts=item_counts) * (hi - lo)
             if average is not None:
                 average.update(model)
-                loop.average = average.state()
             if size > 1:
                 loss = _all_sum(loss, device)
             total += loss
@@ -296,9 +295,10 @@ def train(
         if (epoch + 1) % config.eval_every == 0 or epoch == config.max_epochs - 1:
             # the raw weights, then their average: both compete for the best state, so the
             # average never costs a run whose raw weights validate better (a short run)
-            for prefix, weights in (("valid", nullcontext()), ("valid_average", average and average.applied(model))):
-                if weights is None:
-                    continue
+            graded = [("valid", nullcontext())]
+            if average is not None:
+                graded.append(("valid_average", average.applied(model)))
+            for prefix, weights in graded:
                 with weights:
                     metrics = evaluate(model, data, "valid", device=device)
                     if metrics[config.valid_metric] > loop.best:
@@ -306,6 +306,8 @@ def train(
                         loop.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 record.update({f"{prefix}_{k}": v for k, v in metrics.items()})
         loop.history.append(record)
+        if average is not None:
+            loop.average = average.state()
         ckpt.save(epoch, model, opt, gen, loop)
         if on_epoch is not None:  # after the checkpoint: a crash here loses no epoch
             on_epoch(record)
