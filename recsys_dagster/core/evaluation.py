@@ -69,6 +69,10 @@ class EvalConfig:
                                     "more trainings)")
     trained_baselines: tuple[str, ...] = option(("mf", "lightgcn"), "collaborative baselines trained in the run "
                                                 "(mf, lightgcn); Pop, ItemKNN, EASE and text kNN always run")
+    warm_start_peers: bool = option(True, "treat protocol A's trained baselines like the graded version: when it "
+                                          "was warm-started, each continues from the baseline its parent's "
+                                          "evaluation kept, with the version's own epoch budget; otherwise, or "
+                                          "False, from scratch with the full budget")
     temporal_train_share: float = option(0.8, "protocol B: share of each user's history (oldest first) in training")
     cold_item_share: float = option(0.1, "share of items held out as cold in the cold_item protocol")
     fusion_betas: tuple[float, ...] = option((0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
@@ -149,19 +153,23 @@ def add_rows(result: ProtocolResult, protocol: str, name: str, score_fn, data, c
     return means
 
 
-def _train(data, config: TrainConfig, log):
+def _train(data, config: TrainConfig, log, warm_start: dict | None = None):
     t0 = time.perf_counter()
-    res = train(data, config, log=lambda m: None)
+    res = train(data, config, warm_start=warm_start, log=lambda m: None)
     log(f"trained {config.model} (lr={config.lr}, reg={config.reg_weight}, ema={config.ema_decay}, text={config.use_text}, "
-        f"kg={config.use_kg}): "
+        f"kg={config.use_kg}{', warm start' if warm_start is not None else ''}): "
         f"best epoch {res.best_epoch}, valid ndcg@10 {res.best_valid['ndcg@10']:.4f}, {time.perf_counter() - t0:.1f}s")
-    return res.model, time.perf_counter() - t0
+    return res, time.perf_counter() - t0
 
 
 def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_entities=None, log=print,
-                 history=None) -> ProtocolResult:
+                 history=None, peers=None, split=None) -> ProtocolResult:
     """All models of one protocol on ``data`` (a :class:`TrainData`); ``history`` (the
-    training interactions, with ratings and times) enables the explanation protocol."""
+    training interactions, with ratings and times) enables the explanation protocol.
+    ``peers`` (with the protocol's ``split``) decides where each trained peer starts and
+    keeps it: ``peers.start(name, config, split, log) -> (config, warm-start payload or
+    None)`` and ``peers.keep(name, result, data, split)``
+    (:class:`~recsys_dagster.core.model_evaluation.StoredPeers`)."""
     import torch
 
     from recsys_dagster.core.baselines import AttributeKNN, PopScorer, TextKNN
@@ -210,22 +218,28 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         trained = []
     for name in trained:
         params = config.params(name)
-        model, secs = _train(data, trained_config(base, name, params), log)
+        peer_config, start = trained_config(base, name, params), None
+        if peers is not None:
+            peer_config, start = peers.start(name, peer_config, split, log)
+        res, secs = _train(data, peer_config, log, start)
         result.seconds[f"train_{name}"] = secs
-        run(name, scorer_of(model), params)
+        if peers is not None:
+            peers.keep(name, res, data, split)
+        run(name, scorer_of(res.model), params)
     main_params = {k: getattr(base, k) for k in ("loss", "temperature", "lr", "reg_weight", "embedding_dim",
                                                   "ema_decay")}
     if main_model is None:
-        main_model, secs = _train(data, replace(base, model="kgtextgnn"), log)
+        res, secs = _train(data, replace(base, model="kgtextgnn"), log)
+        main_model = res.model
         result.seconds["train_kgtextgnn"] = secs
     run("kgtextgnn", scorer_of(main_model), main_params)
     if protocol == "A" and config.ablations:
         for name, changes in (("kgtextgnn_no_kg", {"use_kg": False}), ("kgtextgnn_no_text", {"use_text": False}),
                               ("kgtextgnn_no_kg_no_text", {"use_kg": False, "use_text": False})):
             sub = _rebuild(data, **changes)
-            model, secs = _train(sub, replace(base, model="kgtextgnn", **changes), log)
+            res, secs = _train(sub, replace(base, model="kgtextgnn", **changes), log)
             result.seconds[f"train_{name}"] = secs
-            run(name, scorer_of(model), main_params)
+            run(name, scorer_of(res.model), main_params)
     users, items = main_model.user_item_embeddings()
     counts = torch.as_tensor(np.diff(data.train_csr[0]))
     pop = torch.as_tensor(np.bincount(data.train_items, minlength=data.n_items))
@@ -342,7 +356,7 @@ def _rebuild(data, use_kg: bool = True, use_text: bool = True):
     return sub
 
 
-def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=print) -> ProtocolResult:
+def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=print, peers=None) -> ProtocolResult:
     """Every protocol in ``config.protocols`` on the warehouse ``tables``.
 
     Protocols: ``A`` (the hash split of ``config.train``, stable as data grows),
@@ -350,7 +364,9 @@ def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=prin
     run), ``B`` (temporal) and ``cold_item``. ``main_model_for(data, split)`` may return an
     already trained main model for protocol A (the published ``gnn_model`` weights, after
     the caller has checked that they never trained on ``split``'s valid or test pairs);
-    otherwise the main model is trained here. Step timings are prefixed by protocol.
+    otherwise the main model is trained here. ``peers`` decides where protocol A's trained
+    peers start and keeps them (:func:`run_protocol`); the other protocols train theirs from
+    scratch. Step timings are prefixed by protocol.
     """
     from recsys_dagster.core.explain import item_entity_lists
     from recsys_dagster.core.gnn_data import implicit_interactions
@@ -378,7 +394,8 @@ def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=prin
         split = spec.apply(positives)
         data = data_for_split(tables, split, cfg)
         main = main_model_for(data, split) if main_model_for is not None else None
-        collect("A", run_protocol("A", data, config, main_model=main, log=log, history=split.train))
+        collect("A", run_protocol("A", data, config, main_model=main, log=log, history=split.train, peers=peers,
+                                  split=split))
     if "A_recbole" in config.protocols:
         data = data_for_split(tables, random_split(positives, seed=spec.seed), cfg)
         collect("A_recbole", run_protocol("A_recbole", data, replace(config, ablations=False), log=log))

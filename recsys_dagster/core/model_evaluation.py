@@ -13,7 +13,13 @@ import pandas as pd
 
 from recsys_dagster.core.evaluation import ROW_COLUMNS, SCORING, EvalConfig, evaluate_protocols
 from recsys_dagster.core.gate import GateConfig, GateResult, ndcg_at_10, quality_gate
-from recsys_dagster.core.model_store import ModelStore, ModelStoreError, leaked_pairs
+from recsys_dagster.core.model_store import (
+    ModelStore,
+    ModelStoreError,
+    ModelVersion,
+    leaked_pairs,
+    leaked_peer_pairs,
+)
 from recsys_dagster.core.splits import SplitSpec
 
 
@@ -31,6 +37,60 @@ class VersionEvaluation:
     seconds: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     leak_check: dict = field(default_factory=dict)
+    warm_started_peers: dict = field(default_factory=dict)  # peer -> the version whose kept peer it continued
+
+
+#: What must match for a kept peer to be continued: the model and its tuned settings.
+PEER_KEYS = ("model", "num_layers", "loss", "temperature", "lr", "reg_weight", "embedding_dim")
+
+
+@dataclass
+class StoredPeers:
+    """Protocol A's trained peers get the graded version's treatment. When the version was
+    warm-started, each peer continues from the one its parent's evaluation kept — same
+    split, same settings, no graded pair in that peer's training lineage — with the
+    version's own epoch budget (a daily refresh: a few epochs for both). Otherwise (a
+    fresh version, no kept peer, other settings, ``enabled`` False) the peer trains from
+    scratch with the evaluation's full budget. Either way it is kept with the version."""
+
+    store: ModelStore
+    version: ModelVersion
+    enabled: bool = True
+    leak_check: dict = field(default_factory=dict)
+    started: dict = field(default_factory=dict)  # peer name -> the version its kept peer came from
+
+    def start(self, name: str, config, split, log=print):
+        """``(config, warm-start payload or None)`` for peer ``name`` on ``split``."""
+        import torch
+
+        parent = self.store.get(self.version.parent) if self.enabled and self.version.parent else None
+        if parent is None or name not in parent.peers or not parent.peer_weights(name).is_file():
+            return config, None
+        payload = torch.load(parent.peer_weights(name), map_location="cpu", weights_only=True)
+        kept = {k: payload["config"].get(k) for k in PEER_KEYS}
+        wanted = {k: getattr(config, k) for k in PEER_KEYS}
+        if kept != wanted or parent.split_fingerprint != self.version.split_fingerprint:
+            log(f"{name}: the peer kept with {parent.version} has other settings or another split; from scratch")
+            return config, None
+        graded = pd.concat([split.valid, split.test])
+        try:
+            leaks = leaked_peer_pairs(self.store, parent.version, name, graded)
+        except ModelStoreError as exc:
+            log(f"{name}: {exc}; from scratch")
+            return config, None
+        self.leak_check.update(leaks)
+        if any(leaks.values()):
+            log(f"{name}: {max(leaks.values())} valid/test pairs were training pairs of its kept lineage; from scratch")
+            return config, None
+        own = self.version.manifest["config"]
+        budget = {k: own[k] for k in ("max_epochs", "min_epochs", "patience")}
+        log(f"{name}: warm start from the peer kept with {parent.version} (budget {budget}, 0 leaked pairs)")
+        self.started[name] = parent.version
+        return replace(config, **budget), payload
+
+    def keep(self, name: str, result, data, split) -> None:
+        self.store.save_peer(self.version.version, name, result, data, split.train,
+                             parent=self.started.get(name))
 
 
 def check_split(version, expected: SplitSpec) -> None:
@@ -83,12 +143,15 @@ def evaluate_version(store: ModelStore, version: str, tables, config: EvalConfig
         except ValueError as exc:  # users/items changed since training: the weights do not fit
             raise EvaluationRefused(f"{exc}; materialize gnn_model on the current data first") from None
 
-    result = evaluate_protocols(tables, config, main_model_for, log=log)
+    peers = StoredPeers(store, mv, config.warm_start_peers)
+    result = evaluate_protocols(tables, config, main_model_for, log=log, peers=peers)
+    leak_check.update(peers.leak_check)
     rows = pd.DataFrame(result.rows, columns=ROW_COLUMNS)
     previous = store.last_published_on(split.fingerprint, exclude=version)
     prev_value = (previous.gate or {}).get("fused_ndcg@10") if previous is not None else None
     gate = quality_gate(rows, prev_value, gate_config or GateConfig())
-    return VersionEvaluation(version, split, rows, gate, result.fusion, result.seconds, result.params, leak_check)
+    return VersionEvaluation(version, split, rows, gate, result.fusion, result.seconds, result.params, leak_check,
+                             peers.started)
 
 
 def record_evaluation(store: ModelStore, ev: VersionEvaluation, run_id: str) -> pd.DataFrame:
@@ -123,5 +186,5 @@ def explanation_table(rows: pd.DataFrame) -> str:
     return pivot.rename_axis("metric").reset_index().to_markdown(index=False)
 
 
-__all__ = ["EvaluationRefused", "VersionEvaluation", "check_split", "evaluate_version", "explanation_table", "ndcg_at_10",
+__all__ = ["EvaluationRefused", "StoredPeers", "VersionEvaluation", "check_split", "evaluate_version", "explanation_table", "ndcg_at_10",
            "record_evaluation", "summary_table"]

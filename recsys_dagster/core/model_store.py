@@ -6,6 +6,9 @@ One folder per version under ``root``::
     <root>/<version>/manifest.json       model, config, split spec + fingerprint, parent (warm start),
                                          MLflow run id, weights SHA-256, fusion weights, gate result
     <root>/<version>/train_pairs.parquet the (user_id, item_id) pairs the version trained on
+    <root>/<version>/peers/<name>.pt     a trained peer (MF, LightGCN) its evaluation trained on
+                                         protocol A, and <name>_train_pairs.parquet; the next
+                                         version's evaluation warm-starts that peer from it
     <root>/LATEST, <root>/PUBLISHED      pointers, rewritten atomically
 
 ``latest`` is the newest trained version; ``published`` is the newest version whose quality
@@ -27,6 +30,7 @@ import pandas as pd
 WEIGHTS = "model.pt"
 MANIFEST = "manifest.json"
 TRAIN_PAIRS = "train_pairs.parquet"
+PEERS = "peers"
 
 
 class ModelStoreError(ValueError):
@@ -88,6 +92,18 @@ class ModelVersion:
     def mlflow_run_id(self) -> str | None:
         return self.manifest.get("mlflow_run_id")
 
+    @property
+    def peers(self) -> dict:
+        """The trained peers its evaluation kept: name -> record (weights SHA-256, the
+        version whose peer it was warm-started from, best epoch, validation metrics)."""
+        return self.manifest.get("peers") or {}
+
+    def peer_weights(self, name: str) -> Path:
+        return self.path / PEERS / f"{name}.pt"
+
+    def peer_pairs(self, name: str) -> Path:
+        return self.path / PEERS / f"{name}_{TRAIN_PAIRS}"
+
 
 class ModelStore:
     """Save, load, list, ``latest`` and ``published`` model versions under ``root``."""
@@ -126,6 +142,20 @@ class ModelStore:
         _write_atomic(self.root / "LATEST", version)
         return ModelVersion(version, folder, manifest)
 
+    def save_peer(self, version: str, name: str, result, data, train_pairs: pd.DataFrame,
+                  parent: str | None = None) -> ModelVersion:
+        """Keep a peer its evaluation trained (weights and training pairs) with ``version``;
+        ``parent`` is the version whose peer it was warm-started from."""
+        from recsys_dagster.core.train import save_weights
+
+        mv = self.get(version)
+        sha = save_weights(mv.peer_weights(name), result, data)
+        pairs = train_pairs[["user_id", "item_id"]].astype(str).drop_duplicates().reset_index(drop=True)
+        pairs.to_parquet(mv.peer_pairs(name), index=False)
+        record = {"weights_sha256": sha, "parent": parent, "n_train_pairs": len(pairs),
+                  "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "valid": result.best_valid}
+        return self.update(version, peers={**mv.peers, name: record})
+
     def update(self, version: str, **fields) -> ModelVersion:
         """Merge ``fields`` into a version's manifest (fusion weights, MLflow run id, ...)."""
         mv = self.get(version)
@@ -156,7 +186,8 @@ class ModelStore:
         mv = self.get(version)
         for name in (WEIGHTS, TRAIN_PAIRS):
             (mv.path / name).unlink(missing_ok=True)
-        shutil.rmtree(mv.path / SNAPSHOT_DIR, ignore_errors=True)
+        for folder in (SNAPSHOT_DIR, PEERS):
+            shutil.rmtree(mv.path / folder, ignore_errors=True)
         for pointer in ("PUBLISHED", POINTER):
             path = self.root / pointer
             if path.is_file() and path.read_text().strip().split("/")[0] == version:
@@ -259,6 +290,24 @@ def ancestry(store: ModelStore, version: str) -> list[tuple[ModelStore, ModelVer
                     raise ModelStoreError(f"transfer source {src['version']} of {mv.version} is gone from "
                                           f"{src['store']}: its training data cannot be checked")
                 todo.append((src_store, src["version"]))
+    return out
+
+
+def leaked_peer_pairs(store: ModelStore, version: str, name: str, pairs: pd.DataFrame) -> dict[str, int]:
+    """How many of ``pairs`` the peer ``name`` kept with ``version`` trained on, and each peer
+    it was warm-started from (``"<version>/<name>"`` -> count); an honest grade finds 0."""
+    keys = pd.MultiIndex.from_frame(pairs[["user_id", "item_id"]].astype(str))
+    out: dict[str, int] = {}
+    current: str | None = version
+    while current and f"{current}/{name}" not in out:
+        mv = store.get(current)
+        path = mv.peer_pairs(name)
+        if name not in mv.peers or not path.is_file():
+            raise ModelStoreError(f"peer {name} of model version {current} has no {path.name}: its training data "
+                                  "is unknown")
+        trained = pd.MultiIndex.from_frame(pd.read_parquet(path)[["user_id", "item_id"]].astype(str))
+        out[f"{current}/{name}"] = int(keys.isin(trained).sum())
+        current = mv.peers[name].get("parent")
     return out
 
 

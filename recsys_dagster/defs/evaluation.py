@@ -65,6 +65,7 @@ def evaluation_metadata(ev, rows) -> dict:
         "summary": dg.MetadataValue.md(summary_table(rows)), "ndcg_plot": dg.MetadataValue.md(plot),
         "explanations": dg.MetadataValue.md(explanation_table(rows)),
         "hyperparameters": dg.MetadataValue.json(ev.params), "leak_check": dg.MetadataValue.json(ev.leak_check),
+        "warm_started_peers": dg.MetadataValue.json(ev.warm_started_peers),
         "gate_passed": ev.gate.passed, "gate": dg.MetadataValue.json(ev.gate.details()),
         "fusion_alpha": ev.fusion.get("alpha", 1.0), "fusion_beta": ev.fusion.get("beta", 0.0),
         "fusion_gamma": ev.fusion.get("gamma", 0.0),
@@ -79,7 +80,9 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
                        compute: ComputeResource) -> dg.MaterializeResult:
     """The latest model version against every peer on the same splits with the same metric
     code: Pop, ItemKNN and EASE (tuned on validation), MF-BPR and LightGCN (tuned settings,
-    same epoch budget), text kNN, the main GNN alone and fused. Refuses weights trained on
+    same epoch budget; continued from the ones kept with the version's warm-start parent
+    when the version was warm-started, with its budget), text kNN, the main GNN alone and
+    fused. Refuses weights trained on
     another split and proves no valid/test pair was a training pair of the version or its
     warm-start ancestors. Tunes the fusion weights on validation; the quality gate (fused
     beats Pop and MF-BPR, floor, ≤5% below the last published version) publishes the

@@ -145,8 +145,9 @@ def _delete_users(conn, ids: list[str], report: ForgetReport, now) -> None:
 
 
 def invalidate_versions(store, user_ids: set[str], mlflow_uri: str | None) -> tuple[list, int]:
-    """Withdraw every version whose training pairs include one of ``user_ids`` or whose
-    warm-start parent is invalidated. Returns ``(versions, MLflow runs deleted)``."""
+    """Withdraw every version whose training pairs (or those of a peer its evaluation kept)
+    include one of ``user_ids`` or whose warm-start parent is invalidated. Returns
+    ``(versions, MLflow runs deleted)``."""
     from recsys_dagster.core.model_store import TRAIN_PAIRS
 
     bad: set[str] = set()
@@ -155,8 +156,9 @@ def invalidate_versions(store, user_ids: set[str], mlflow_uri: str | None) -> tu
         if mv.invalidated:
             bad.add(mv.version)
             continue
-        pairs = mv.path / TRAIN_PAIRS
-        trained_on = pairs.is_file() and bool(pd.read_parquet(pairs, columns=["user_id"])["user_id"].isin(user_ids).any())
+        files = [mv.path / TRAIN_PAIRS, *(mv.peer_pairs(name) for name in mv.peers)]
+        trained_on = any(pairs.is_file() and bool(pd.read_parquet(pairs, columns=["user_id"])["user_id"]
+                                                  .isin(user_ids).any()) for pairs in files)
         source = _invalid_transfer_source(store, mv, bad)
         if trained_on or mv.parent in bad or source:
             bad.add(mv.version)
