@@ -103,6 +103,7 @@ def main() -> None:
     write_json(args.name, {"dataset": load_settings().dataset, "seeds": args.seeds, "protocols": args.protocols,
                            "hyperparameters": tuned,
                            "num_negatives": cfg.num_negatives if cfg.loss == "sampled_softmax" else None,
+                           "budget": {k: getattr(cfg, k) for k in ("max_epochs", "min_epochs", "patience")},
                            **report(frame, args.seeds), "timings": timings, "recbole_reference": RECBOLE})
 
 
@@ -127,7 +128,7 @@ def merge(names: list[str], name: str) -> None:
     from benchmarks.common import RESULTS
 
     runs = [json.loads((RESULTS / f"{n}.json").read_text()) for n in names]
-    keys = ("dataset", "protocols", "hyperparameters", "num_negatives")
+    keys = ("dataset", "protocols", "hyperparameters", "num_negatives", "budget")
     for run in runs[1:]:
         if any(run.get(k) != runs[0].get(k) for k in keys):
             raise SystemExit(f"--merge: {names} differ in {[k for k in keys if run.get(k) != runs[0].get(k)]}")

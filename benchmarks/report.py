@@ -91,9 +91,10 @@ def accuracy(d: dict | None) -> str:
     if d.get("num_negatives"):
         params += (f"; sampled softmax: {d['num_negatives']} uniform negatives per step, shared by the batch, "
                    "log-Q corrected (every trained model alike)")
+    budget = d.get("budget") or {"max_epochs": 300, "patience": 30}  # runs before the budget was recorded
     return (f"Dataset {d.get('dataset', 'movielens-100k')}, protocols {d.get('protocols')}, seeds {d['seeds']} (split "
-            "and model seed), mean ± std over seeds; every trained model early-stopped "
-            "on validation NDCG@10 (≤ 300 epochs, patience 30). Protocol `A`: the platform's hash split (8:1:1 by "
+            "and model seed), mean ± std over seeds; every trained model early-stopped on validation NDCG@10 "
+            f"(≤ {budget['max_epochs']} epochs, patience {budget['patience']}). Protocol `A`: the platform's hash split (8:1:1 by "
             "a seeded hash of each user–item pair, stable as data grows); `A_recbole`: RecBole's per-user random "
             "8:1:1 with the same seed (RecBole 1.2.1's ML-100K numbers in the last column); `cold_item`: 10% of "
             "items (by a hash of the id) lose every training interaction and are ranked among themselves. "

@@ -23,7 +23,8 @@ def _fields(cls, exclude=()):
 
 
 @pytest.mark.parametrize("config, sources", [
-    (TrainingConfig, [(TrainConfig, None, ("device", "lr", "reg_weight", "loss", "temperature", "embedding_dim"))]),
+    (TrainingConfig, [(TrainConfig, None, ("device", "lr", "reg_weight", "loss", "temperature", "embedding_dim",
+                                           "patience"))]),
     (EvaluationConfig, [(EvalConfig, None, ("train", "hyperparameters")), (TrainConfig, BUDGET_FIELDS, ()),
                         (GateConfig, None, ("protocol",))]),
     (RecommendationConfig, [(RecommendConfig, None, ())]),
@@ -40,6 +41,14 @@ def test_launchpad_fields_mirror_the_core_dataclasses(config, sources):
             got = fields[name].default
             assert (list(default) if isinstance(default, tuple) else default) == got, name
             assert fields[name].description == f.metadata.get("help"), name
+
+
+def test_the_production_model_stops_sooner_than_the_models_it_is_graded_against():
+    from recsys_dagster.core.train.config import GNN_MODEL_PATIENCE
+
+    assert TrainingConfig().to_train_config("cpu").patience == GNN_MODEL_PATIENCE < TrainConfig.patience
+    ev, _, _ = EvaluationConfig().to_core({}, None)
+    assert ev.train.patience == TrainConfig.patience == TuningConfig().patience
 
 
 def test_launchpad_values_reach_the_core():

@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from recsys_dagster.core import warehouse as wh
-from recsys_dagster.core.train.config import TrainConfig
+from recsys_dagster.core.train.config import GNN_MODEL_PATIENCE, TrainConfig
 from recsys_dagster.defs.config import config_fields, core_values, derive_config
 from recsys_dagster.defs.mlflow_resource import MLflowResource
 from recsys_dagster.defs.resources import (
@@ -33,7 +33,8 @@ class _TrainingConfigBase(dg.Config):
 
 
 #: The launchpad form of ``gnn_model``: every :class:`TrainConfig` field (same names,
-#: defaults and help), with the tuned fields optional (None: tuned) and ``warm_start``.
+#: defaults and help), with the tuned fields optional (None: tuned), the production model's
+#: shorter patience (:data:`GNN_MODEL_PATIENCE`) and ``warm_start``.
 TrainingConfig = derive_config(
     "TrainingConfig", "Launchpad config of gnn_model (defaults: the project's main model).",
     config_fields(TrainConfig, exclude=("device",)), base=_TrainingConfigBase,
@@ -43,6 +44,8 @@ TrainingConfig = derive_config(
     loss=(str | None, Field(default=None, description="bpr, softmax or sampled_softmax; None: tuned, as lr")),
     temperature=(float | None, Field(default=None, description="softmax temperature; None: tuned, as lr")),
     embedding_dim=(int | None, Field(default=None, description="embedding size; None: tuned, as lr")),
+    patience=(int, Field(default=GNN_MODEL_PATIENCE, description="early-stopping patience: epochs without a better "
+                         "validation metric (the models the evaluation and tuning train get 30)")),
     warm_start=(bool, Field(default=False, description="continue from the published version on the same split "
                                                        "(daily refresh)")),
     transfer_from=(str | None, Field(default=None, description="start from a published model of this or another "
