@@ -128,6 +128,8 @@ def merge(names: list[str], name: str) -> None:
     from benchmarks.common import RESULTS
 
     runs = [json.loads((RESULTS / f"{n}.json").read_text()) for n in names]
+    for run in runs:  # runs before the budget was recorded had the defaults of the time
+        run.setdefault("budget", {"max_epochs": 300, "min_epochs": 20, "patience": 30})
     keys = ("dataset", "protocols", "hyperparameters", "num_negatives", "budget")
     for run in runs[1:]:
         if any(run.get(k) != runs[0].get(k) for k in keys):

@@ -6,7 +6,8 @@
   version on the same split (few epochs), the fast evaluation (protocol A: Pop, ItemKNN,
   EASE, text kNN, MF-BPR with its tuned settings continued from the one kept with that
   parent version and the same few epochs — from scratch with the full budget when none was
-  kept —, main, fused; the gate decides what is published) and fused recommendations.
+  kept —, main, fused; no explanation protocol; the gate decides what is published) and
+  fused recommendations.
 * ``tune_hyperparameters`` — the ``model_hyperparameters`` asset (every model's grid on
   validation); weekly by ``weekly_tuning_schedule`` (stopped by default) or on demand.
 * ``full_rebuild`` — everything from scratch over the whole partition range in one run
@@ -24,10 +25,13 @@ GROUPS = ("ingestion", "knowledge_graph", "embeddings", "training", "evaluation"
 DAILY_REFRESH_CONFIG = {
     "ops": {
         "gnn_model": {"config": {"warm_start": True, "max_epochs": 20, "min_epochs": 3, "patience": 5}},
-        # the gate needs Pop and the tuned MF-BPR of this run; LightGCN is left to full_rebuild (time).
-        # MF continues from the MF kept with the GNN's warm-start parent, with the GNN's budget
-        # (evaluation_metrics' warm_start_peers): both models get the same few epochs of new data
-        "evaluation_metrics": {"config": {"protocols": ["A"], "ablations": False, "trained_baselines": ["mf"]}},
+        # the gate needs Pop and the tuned MF-BPR of this run; LightGCN and the explanation
+        # protocol (~2.5 min on ML-100K: every deletion re-propagates the graph) are left to
+        # full_rebuild (time). MF continues from the MF kept with the GNN's warm-start parent,
+        # with the GNN's budget (evaluation_metrics' warm_start_peers): both models get the
+        # same few epochs of new data
+        "evaluation_metrics": {"config": {"protocols": ["A"], "ablations": False, "trained_baselines": ["mf"],
+                                          "explanation_users": 0}},
     },
 }
 
