@@ -186,5 +186,5 @@ def explanation_table(rows: pd.DataFrame) -> str:
     return pivot.rename_axis("metric").reset_index().to_markdown(index=False)
 
 
-__all__ = ["EvaluationRefused", "StoredPeers", "VersionEvaluation", "check_split", "evaluate_version", "explanation_table", "ndcg_at_10",
-           "record_evaluation", "summary_table"]
+__all__ = ["EvaluationRefused", "StoredPeers", "VersionEvaluation", "check_split", "evaluate_version",
+           "explanation_table", "ndcg_at_10", "record_evaluation", "summary_table"]
