@@ -120,16 +120,16 @@ def bench_dataset(dataset: str, data_dir: str | None, keep: bool, daily: bool = 
                                         "dagster/asset_partition_range_end": before_last if daily else last},
                        env, work / "full_rebuild.log")
         evaluation = _evaluation(env["RECSYS_WAREHOUSE"])
-        daily = run_job("daily_refresh", {"dagster/partition": last}, env, work / "daily_refresh.log",
-                        DAILY_REFRESH_CONFIG) if daily else None
+        refresh = run_job("daily_refresh", {"dagster/partition": last}, env, work / "daily_refresh.log",
+                          DAILY_REFRESH_CONFIG) if daily else None
         deltas = refresh_deltas(evaluation, _evaluation(env["RECSYS_WAREHOUSE"])) if daily else None
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     return {"dataset": dataset, "partitions": f"{first}..{before_last if daily else last}",
             "refreshed_partition": last if daily else None, "grain": env["RECSYS_PARTITION_GRAIN"],
-            "full_rebuild": full, "daily_refresh": daily, "evaluation": evaluation, "refresh_vs_rebuild": deltas,
-            "daily_share_of_full": round(daily["wall_s"] / full["wall_s"], 3) if daily else None,
+            "full_rebuild": full, "daily_refresh": refresh, "evaluation": evaluation, "refresh_vs_rebuild": deltas,
+            "daily_share_of_full": round(refresh["wall_s"] / full["wall_s"], 3) if daily else None,
             "work_dir": str(work) if keep else None}
 
 

@@ -176,7 +176,7 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
     from recsys_dagster.core.cold_start import ContentFeatures, item_attributes, tune_content_map
     from recsys_dagster.core.fusion import FusedScorer, FusionWeights, tune_fusion
     from recsys_dagster.core.text import resolve_device
-    from recsys_dagster.core.tuning import trained_config, tune_closed_form
+    from recsys_dagster.core.tuning import TRAINED_KEYS, trained_config, tune_closed_form
 
     device = resolve_device(config.train.device)
     result = ProtocolResult()
@@ -226,8 +226,7 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         if peers is not None:
             peers.keep(name, res, data, split)
         run(name, scorer_of(res.model), params)
-    main_params = {k: getattr(base, k) for k in ("loss", "temperature", "lr", "reg_weight", "embedding_dim",
-                                                  "ema_decay")}
+    main_params = {k: getattr(base, k) for k in (*TRAINED_KEYS, "ema_decay")}
     if main_model is None:
         res, secs = _train(data, replace(base, model="kgtextgnn"), log)
         main_model = res.model

@@ -21,6 +21,7 @@ from recsys_dagster.core.model_store import (
     leaked_peer_pairs,
 )
 from recsys_dagster.core.splits import SplitSpec
+from recsys_dagster.core.tuning import TRAINED_KEYS
 
 
 class EvaluationRefused(ValueError):
@@ -41,7 +42,7 @@ class VersionEvaluation:
 
 
 #: What must match for a kept peer to be continued: the model and its tuned settings.
-PEER_KEYS = ("model", "num_layers", "loss", "temperature", "lr", "reg_weight", "embedding_dim")
+PEER_KEYS = ("model", "num_layers", *TRAINED_KEYS)
 
 
 @dataclass

@@ -41,6 +41,17 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _write_pairs(path: Path, pairs: pd.DataFrame) -> int:
+    """The distinct (user_id, item_id) pairs of ``pairs`` as strings; returns how many."""
+    out = pairs[["user_id", "item_id"]].astype(str).drop_duplicates().reset_index(drop=True)
+    out.to_parquet(path, index=False)
+    return len(out)
+
+
+def _pair_keys(pairs: pd.DataFrame) -> pd.MultiIndex:
+    return pd.MultiIndex.from_frame(pairs[["user_id", "item_id"]].astype(str))
+
+
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -131,11 +142,10 @@ class ModelStore:
         version = version or self.new_version(result.config.model)
         folder = self.root / version
         sha = save_weights(folder / WEIGHTS, result, data)
-        pairs = train_pairs[["user_id", "item_id"]].astype(str).drop_duplicates().reset_index(drop=True)
-        pairs.to_parquet(folder / TRAIN_PAIRS, index=False)
+        n_pairs = _write_pairs(folder / TRAIN_PAIRS, train_pairs)
         manifest = {"version": version, "model": result.config.model, "created_at": _now(),
                     "config": asdict(result.config), "split": split, "parent": parent,
-                    "weights_sha256": sha, "n_train_pairs": len(pairs),
+                    "weights_sha256": sha, "n_train_pairs": n_pairs,
                     "metrics": {"valid": result.best_valid, "test": result.test, "best_epoch": result.best_epoch},
                     **(extra or {})}
         _write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2, default=str))
@@ -150,9 +160,7 @@ class ModelStore:
 
         mv = self.get(version)
         sha = save_weights(mv.peer_weights(name), result, data)
-        pairs = train_pairs[["user_id", "item_id"]].astype(str).drop_duplicates().reset_index(drop=True)
-        pairs.to_parquet(mv.peer_pairs(name), index=False)
-        record = {"weights_sha256": sha, "parent": parent, "n_train_pairs": len(pairs),
+        record = {"weights_sha256": sha, "parent": parent, "n_train_pairs": _write_pairs(mv.peer_pairs(name), train_pairs),
                   "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "valid": result.best_valid}
         return self.update(version, peers={**mv.peers, name: record})
 
@@ -296,7 +304,7 @@ def ancestry(store: ModelStore, version: str) -> list[tuple[ModelStore, ModelVer
 def leaked_peer_pairs(store: ModelStore, version: str, name: str, pairs: pd.DataFrame) -> dict[str, int]:
     """How many of ``pairs`` the peer ``name`` kept with ``version`` trained on, and each peer
     it was warm-started from (``"<version>/<name>"`` -> count); an honest grade finds 0."""
-    keys = pd.MultiIndex.from_frame(pairs[["user_id", "item_id"]].astype(str))
+    keys = _pair_keys(pairs)
     out: dict[str, int] = {}
     current: str | None = version
     while current and f"{current}/{name}" not in out:
@@ -305,8 +313,7 @@ def leaked_peer_pairs(store: ModelStore, version: str, name: str, pairs: pd.Data
         if name not in mv.peers or not path.is_file():
             raise ModelStoreError(f"peer {name} of model version {current} has no {path.name}: its training data "
                                   "is unknown")
-        trained = pd.MultiIndex.from_frame(pd.read_parquet(path)[["user_id", "item_id"]].astype(str))
-        out[f"{current}/{name}"] = int(keys.isin(trained).sum())
+        out[f"{current}/{name}"] = int(keys.isin(_pair_keys(pd.read_parquet(path))).sum())
         current = mv.peers[name].get("parent")
     return out
 
@@ -316,7 +323,7 @@ def leaked_pairs(store: ModelStore, version: str, pairs: pd.DataFrame) -> dict[s
     :func:`ancestry` trained on; an honest evaluation finds 0 everywhere. Transfer sources
     trained on another dataset (recorded ``dataset`` names differ) share no users with
     this one and are reported under ``"<version> (other dataset <name>)"`` with 0."""
-    keys = pd.MultiIndex.from_frame(pairs[["user_id", "item_id"]].astype(str))
+    keys = _pair_keys(pairs)
     own = store.get(version).manifest.get("dataset")
     out = {}
     for st, mv in ancestry(store, version):
@@ -325,6 +332,5 @@ def leaked_pairs(store: ModelStore, version: str, pairs: pd.DataFrame) -> dict[s
         if own and other and other != own:
             out[f"{label} (other dataset {other})"] = 0
             continue
-        trained = pd.MultiIndex.from_frame(st.train_pairs(mv.version)[["user_id", "item_id"]].astype(str))
-        out[label] = int(keys.isin(trained).sum())
+        out[label] = int(keys.isin(_pair_keys(st.train_pairs(mv.version))).sum())
     return out

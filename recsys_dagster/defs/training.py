@@ -45,7 +45,7 @@ TrainingConfig = derive_config(
     temperature=(float | None, Field(default=None, description="softmax temperature; None: tuned, as lr")),
     embedding_dim=(int | None, Field(default=None, description="embedding size; None: tuned, as lr")),
     patience=(int, Field(default=GNN_MODEL_PATIENCE, description="early-stopping patience: epochs without a better "
-                         "validation metric (the models the evaluation and tuning train get 30)")),
+                         f"validation metric (the models the evaluation and tuning train get {TrainConfig.patience})")),
     warm_start=(bool, Field(default=False, description="continue from the published version on the same split "
                                                        "(daily refresh)")),
     transfer_from=(str | None, Field(default=None, description="start from a published model of this or another "
