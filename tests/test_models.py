@@ -78,3 +78,58 @@ def test_without_kg_and_text_main_model_has_no_extras():
     assert model.text_proj is None and model.behav_proj is None and data.n_entities == 0
     model.refresh_attention()
     assert model().shape == (data.n_users + data.n_items, 8)
+
+
+def _with_user_attributes(data):
+    """``data`` plus KG edges user -> genre entity (both directions, relation 0): users whose
+    attention logits change when their behaviour text does."""
+    from dataclasses import replace
+
+    first_entity = data.n_users + data.n_items
+    users = np.arange(0, data.n_users, 2)
+    head = np.concatenate([data.kg_head, users, np.full(len(users), first_entity)])
+    tail = np.concatenate([data.kg_tail, np.full(len(users), first_entity), users])
+    rel = np.concatenate([data.kg_rel, np.zeros(2 * len(users), dtype=data.kg_rel.dtype)])
+    return replace(data, kg_head=head, kg_tail=tail, kg_rel=rel)
+
+
+@pytest.mark.parametrize("removal", ["item", "kg_pair", "user_attribute", "both"])
+def test_incremental_deletions_score_like_a_rebuilt_graph(removal):
+    """KGTextGNN's Deletions (the explanation protocol's fast path) give the embeddings of
+    ``rewired`` on the edited data: degrees, the edited user's text and attention, the softmax
+    without the removed KG edges."""
+    from dataclasses import replace
+
+    from recsys_dagster.core.explain_eval import Removal
+    from recsys_dagster.core.metrics import to_csr
+
+    data = _with_user_attributes(tiny_data())
+    torch.manual_seed(0)
+    model = build_model("kgtextgnn", data, dim=8, layers=2)
+    with torch.no_grad():  # attention that is not a plain similarity
+        model.rel_W.add_(0.3 * torch.randn_like(model.rel_W))
+        model.rel_emb.weight.normal_()
+    model.refresh()
+    u = int(data.train_users[0])
+    item = int(data.train_items[0]) if removal in ("item", "both") else None
+    first_entity = data.n_users + data.n_items
+    kg_pair = {"kg_pair": (data.n_users + 1, int(data.kg_tail[data.kg_head == data.n_users + 1][0])),
+               "user_attribute": (0, first_entity), "both": (0, first_entity)}.get(removal)
+    edited = data
+    if item is not None:
+        keep = ~((data.train_users == u) & (data.train_items == item))
+        text = data.user_text.copy()
+        text[u] = np.random.default_rng(1).normal(size=text.shape[1])
+        edited = replace(edited, train_users=data.train_users[keep], train_items=data.train_items[keep],
+                         train_csr=to_csr(data.train_users[keep], data.train_items[keep], data.n_users),
+                         user_text=text)
+    if kg_pair is not None:
+        a, b = kg_pair
+        keep = ~(((data.kg_head == a) & (data.kg_tail == b)) | ((data.kg_head == b) & (data.kg_tail == a)))
+        assert (~keep).sum() == 2
+        edited = replace(edited, kg_head=data.kg_head[keep], kg_tail=data.kg_tail[keep], kg_rel=data.kg_rel[keep])
+    fast = model.rewirer(data)(edited, Removal(u if item is not None else kg_pair[0], item, kg_pair))
+    for got, want in zip(fast.user_item_embeddings(), model.rewired(edited).user_item_embeddings(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    base = model.user_item_embeddings()[0]
+    assert not torch.allclose(fast.user_item_embeddings()[0], base)  # the removal changed something

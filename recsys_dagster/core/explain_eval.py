@@ -37,6 +37,15 @@ METRICS = ("expl_coverage", "expl_diversity", "expl_kind_entropy", "expl_score_d
            "expl_kg_cited_beats_random")
 
 
+@dataclass(frozen=True)
+class Removal:
+    """One deletion: user ``user``'s history item ``item`` and/or the KG edge pair ``kg_pair``."""
+
+    user: int
+    item: int | None = None
+    kg_pair: tuple[int, int] | None = None
+
+
 @dataclass
 class ExplanationReport:
     metrics: dict
@@ -49,6 +58,7 @@ class Rescorer:
 
     def __init__(self, scorer, model, data, explainer: Explainer):
         self.scorer, self.model, self.data, self.explainer = scorer, model, data, explainer
+        self.rewire = model.rewirer(data) if scorer.user_gnn is not None else None
 
     def _data_without(self, u: int, item: int | None, kg_pair: tuple[int, int] | None):
         d = self.data
@@ -81,7 +91,9 @@ class Rescorer:
         data = self._data_without(u, item, kg_pair)
         user_gnn = item_gnn = None
         if sc.user_gnn is not None:
-            model = self.model.rewired(data) if (item is not None or kg_pair is not None) else self.model
+            model = self.model
+            if item is not None or kg_pair is not None:
+                model = self.rewire(data, Removal(u, item, kg_pair))
             users, items = model.user_item_embeddings()
             user_gnn, item_gnn = users[u: u + 1], items
         user_text = torch.as_tensor(data.user_text[u: u + 1]) if data.user_text is not None and \

@@ -78,3 +78,10 @@ class Recommender(nn.Module):
         edges or history removed): the deletion test of explanations. Never trains."""
         return self
 
+    def rewirer(self, data):
+        """``fn(edited, removal) -> model``: :meth:`rewired` on ``edited``, which is ``data``
+        less one ``removal`` (with ``user``, ``item`` and ``kg_pair`` attributes: a history
+        item and/or a KG edge pair). A model may answer from structures of ``data`` computed
+        once instead of rebuilding its graph per removal."""
+        return lambda edited, removal: self.rewired(edited)
+

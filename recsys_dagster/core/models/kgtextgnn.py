@@ -129,6 +129,21 @@ class KGTextGNN(Recommender):
     def operator(self) -> torch.Tensor:
         return self.adj
 
+    def attention_logits(self, x: torch.Tensor, head: torch.Tensor, tail: torch.Tensor,
+                         rel: torch.Tensor) -> torch.Tensor:
+        """:math:`\\pi(h, r, t)` of the given KG edges (sorted by relation) from layer-0 inputs ``x``."""
+        logits = torch.empty(head.numel(), device=x.device)
+        bounds = torch.searchsorted(rel, torch.arange(self.rel_W.shape[0] + 1, device=x.device))
+        for r in range(self.rel_W.shape[0]):
+            s, e = int(bounds[r]), int(bounds[r + 1])
+            if s == e:
+                continue
+            w = self.rel_W[r]
+            h = x[head[s:e]] @ w
+            t = x[tail[s:e]] @ w
+            logits[s:e] = (t * torch.tanh(h + self.rel_emb.weight[r])).sum(-1)
+        return logits
+
     @torch.no_grad()
     def refresh_attention(self) -> None:
         """Recompute :math:`\\alpha` from the current parameters and rebuild the operator."""
@@ -138,17 +153,7 @@ class KGTextGNN(Recommender):
         if self.kg_head.numel() == 0:
             self.adj = self.adj_t = self.adj_ui
             return
-        x = self.inputs()
-        logits = torch.empty(self.kg_head.numel(), device=x.device)
-        bounds = torch.searchsorted(self.kg_rel, torch.arange(self.rel_W.shape[0] + 1, device=x.device))
-        for r in range(self.rel_W.shape[0]):
-            s, e = int(bounds[r]), int(bounds[r + 1])
-            if s == e:
-                continue
-            w = self.rel_W[r]
-            h = x[self.kg_head[s:e]] @ w
-            t = x[self.kg_tail[s:e]] @ w
-            logits[s:e] = (t * torch.tanh(h + self.rel_emb.weight[r])).sum(-1)
+        logits = self.attention_logits(self.inputs(), self.kg_head, self.kg_tail, self.kg_rel)
         alpha = softmax(logits, self.kg_head, num_nodes=n) * self.kg_weight
         ui = self.adj_ui.to_sparse_coo().coalesce()
         rows = torch.cat([ui.indices()[0], self.kg_head])
@@ -203,6 +208,9 @@ class KGTextGNN(Recommender):
         new.refresh_attention()
         return new
 
+    def rewirer(self, data) -> Deletions:
+        return Deletions(self, data)
+
     def aux_loss(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
         """KGAT's TransR loss on ``batch_size`` KG triples drawn uniformly, each against a
         uniformly drawn corrupt tail; None without KG edges."""
@@ -225,3 +233,94 @@ class KGTextGNN(Recommender):
         pos = ((h + r - t) ** 2).sum(-1)
         neg = ((h + r - tn) ** 2).sum(-1)
         return nn.functional.softplus(pos - neg).mean()
+
+
+class Deletions:
+    """:meth:`KGTextGNN.rewired` for one removal at a time (the explanation protocol's
+    deletions), without rebuilding the graph.
+
+    The operator's structure (the sorted union of user-item and KG entries, and its
+    transpose), the degrees and the attention logits of ``data``'s graph are computed once. A
+    removal then recomputes only what it changes: the normalized user-item values from the
+    new degrees, the logits of the KG edges of the user whose behaviour text changed, and the
+    attention softmax; a removed entry keeps its place with value 0, which propagates exactly
+    like an absent one. The scores equal those of ``rewired`` up to float rounding (tests
+    check it). Measured on ML-100K (14.6k nodes, 160k user-item and 159k KG entries, 2 cores):
+    ``rewired`` 300 ms per removal, this 16 ms, with bitwise-equal embeddings (the
+    propagation both are followed by takes 15-18 ms).
+
+    A returned model is for scoring only: it is never trained or refreshed (its operator is
+    not rebuilt from ``adj_ui``, which it does not carry).
+    """
+
+    def __init__(self, model: KGTextGNN, data):
+        import numpy as np
+
+        self.model = model
+        n, u = model.num_nodes, model.num_users
+        device = model.embedding.weight.device
+        users, items = np.asarray(data.train_users), np.asarray(data.train_items)
+        self.rows, self.cols = np.concatenate([users, items + u]), np.concatenate([items + u, users])
+        self.deg = np.bincount(self.rows, minlength=n).astype(np.float64)
+        order = torch.argsort(torch.as_tensor(data.kg_rel, device=device), stable=True)
+        self.head, self.tail, self.rel = (torch.as_tensor(a, dtype=torch.long, device=device)[order]
+                                          for a in (data.kg_head, data.kg_tail, data.kg_rel))
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            self.logits = model.attention_logits(model.inputs(), self.head, self.tail, self.rel)
+        model.train(was)
+        keys = torch.cat([torch.as_tensor(self.rows * n + self.cols, device=device), self.head * n + self.tail])
+        entries, self.slot = torch.unique(keys, return_inverse=True)  # slot: raw entry -> CSR position
+        r, c = entries // n, entries % n
+        self.col, self.crow = c, self._crow(r, n)
+        self.t_order = torch.argsort(c * n + r)
+        self.col_t, self.crow_t = r[self.t_order], self._crow(c, n)
+
+    @staticmethod
+    def _crow(rows: torch.Tensor, n: int) -> torch.Tensor:
+        return torch.cat([rows.new_zeros(1), torch.cumsum(torch.bincount(rows, minlength=n), 0)])
+
+    @torch.no_grad()
+    def __call__(self, edited, removal) -> KGTextGNN:
+        """The model on ``edited`` (``data`` less ``removal``: a user's history item, whose
+        behaviour text ``edited`` recomputed, and/or a KG edge pair, both directions)."""
+        import copy
+
+        import numpy as np
+        from torch_geometric.utils import softmax
+
+        m = self.model
+        n, device = m.num_nodes, self.logits.device
+        new = copy.copy(m)
+        new._buffers = dict(m._buffers)  # a shallow copy shares the dict; the new user text is its own
+        new.adj_ui = None
+        deg, ui_keep = self.deg, np.ones(len(self.rows), dtype=bool)
+        logits, kg_keep = self.logits, torch.ones_like(self.head, dtype=torch.bool)
+        if removal.item is not None:
+            a, b = removal.user, m.num_users + removal.item
+            ui_keep = ~(((self.rows == a) & (self.cols == b)) | ((self.rows == b) & (self.cols == a)))
+            deg = np.bincount(self.rows[ui_keep], minlength=n).astype(np.float64)
+            if edited.user_text is not None and m.user_text is not None:
+                new.user_text = torch.as_tensor(edited.user_text, dtype=torch.float32, device=device)
+                touched = (self.head == a) | (self.tail == a)
+                if bool(touched.any()):
+                    new.training = False  # layer-0 inputs without id dropout (not recursive: shared modules)
+                    logits = logits.clone()
+                    logits[touched] = m.attention_logits(new.inputs(), self.head[touched], self.tail[touched],
+                                                         self.rel[touched])
+        if removal.kg_pair is not None:
+            a, b = removal.kg_pair
+            kg_keep = ~(((self.head == a) & (self.tail == b)) | ((self.head == b) & (self.tail == a)))
+        inv = np.zeros_like(deg)
+        np.power(deg, -0.5, out=inv, where=deg > 0)
+        ui = torch.as_tensor((inv[self.rows] * inv[self.cols]).astype(np.float32) * ui_keep, device=device)
+        alpha = torch.zeros_like(logits)
+        if bool(kg_keep.any()):
+            alpha[kg_keep] = softmax(logits[kg_keep], self.head[kg_keep], num_nodes=n) * m.kg_weight
+        values = torch.zeros(len(self.col), device=device).index_add_(0, self.slot, torch.cat([ui, alpha]))
+        new.adj = torch.sparse_csr_tensor(self.crow, self.col, values, (n, n), check_invariants=False)
+        new.adj_t = torch.sparse_csr_tensor(self.crow_t, self.col_t, values[self.t_order], (n, n),
+                                             check_invariants=False)
+        new.kg_head, new.kg_tail, new.kg_rel = self.head[kg_keep], self.tail[kg_keep], self.rel[kg_keep]
+        return new

@@ -67,14 +67,20 @@ def ranking_loss(out, u, p, n, n_users: int, n_items: int, loss: str = "bpr", te
     import torch
     import torch.nn.functional as F
 
-    eu = out.index_select(0, u)
     if loss == "bpr":
-        ep, en = out.index_select(0, p + n_users), out.index_select(0, n + n_users)
+        eu, ep, en = (out.index_select(0, x) for x in (u, p + n_users, n + n_users))
         return -F.logsigmoid((eu * ep).sum(-1) - (eu * en).sum(-1)).mean()
     if loss == "softmax":
+        # Every pair of one user shares that user's logits row, so each row is computed once per
+        # distinct user in the batch: cross_entropy's mean of logsumexp(row) - row[p], with the
+        # same value and gradients. Measured on ML-100K (2048 pairs, ~830 distinct users, 1,682
+        # items, size 128, 2 cores): 40 steps of loss + backward 1.25 s -> 0.49 s.
+        users, row = torch.unique(u, return_inverse=True)
         items = F.normalize(out[n_users: n_users + n_items], dim=-1)
-        logits = F.normalize(eu, dim=-1) @ items.T / temperature
-        return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), p)  # bf16 under AMP
+        logits = F.normalize(out.index_select(0, users), dim=-1) @ items.T / temperature
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 under AMP
+        return (torch.logsumexp(logits, dim=1).index_select(0, row) - logits[row, p]).mean()
+    eu = out.index_select(0, u)
     if loss == "sampled_softmax":
         if negatives is None:
             raise ValueError("sampled_softmax needs the step's sampled negatives")
