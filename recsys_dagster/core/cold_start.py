@@ -128,15 +128,17 @@ def _reduce_attributes(attributes, k: int) -> np.ndarray:
     return dense / max(float(scale), 1e-12)
 
 
-def ridge_map(features: np.ndarray, targets: np.ndarray, fit_rows: np.ndarray, ridge: float) -> np.ndarray:
-    """``features @ W`` with ``W`` the ridge solution fitted on the rows ``fit_rows`` (a bias
-    column, as :class:`ContentFeatures` has, is penalized like the rest; the ridge is small
-    against warm item counts). Float64 on the CPU: ``F`` is a few hundred, the solve is cheap."""
+def ridge_map(features: np.ndarray, targets: np.ndarray, fit_rows: np.ndarray, ridge: float,
+              rows: np.ndarray | None = None) -> np.ndarray:
+    """``features[rows] @ W`` (every row by default) with ``W`` the ridge solution fitted on
+    the rows ``fit_rows`` (a bias column, as :class:`ContentFeatures` has, is penalized like
+    the rest; the ridge is small against warm item counts). Float64 on the CPU: ``F`` is a few
+    hundred, the solve is cheap."""
     a = features[fit_rows].astype(np.float64)
     gram = a.T @ a
     gram[np.diag_indices_from(gram)] += ridge
     w = np.linalg.solve(gram, a.T @ targets[fit_rows].astype(np.float64))
-    return (features.astype(np.float64) @ w).astype(np.float32)
+    return ((features if rows is None else features[rows]).astype(np.float64) @ w).astype(np.float32)
 
 
 def grid(sources: tuple[str, ...]) -> list[ContentMap]:
@@ -172,7 +174,7 @@ def tune_content_map(user_emb, item_emb, content: ContentFeatures, popularity, v
             held = warm[fold == f]
             fit = np.zeros(n_items, dtype=bool)
             fit[warm[fold != f]] = True
-            emb = torch.as_tensor(ridge_map(feats, items, fit, cmap.ridge)[held])
+            emb = torch.as_tensor(ridge_map(feats, items, fit, cmap.ridge, held))
             held_t = torch.as_tensor(held)
 
             def fn(ub, emb=emb, held_t=held_t):  # the fold's items only, every other item -inf

@@ -209,10 +209,13 @@ def map_cold_items(item_gnn, content, popularity, threshold: int, ridge: float =
     warm = pop >= max(threshold, 1)
     if threshold <= 0 or warm.sum() < 2 or bool(warm.all()):
         return item_gnn
+    cold = ~warm  # only they are blended (a warm item keeps its own embedding)
     mapped = ridge_map(np.asarray(content.cpu() if hasattr(content, "cpu") else content),
-                       item_gnn.detach().float().cpu().numpy(), warm.cpu().numpy(), ridge)
-    blend = torch.clamp(pop / threshold, max=1.0).unsqueeze(1)
-    return blend * item_gnn + (1 - blend) * torch.as_tensor(mapped, device=item_gnn.device)
+                       item_gnn.detach().float().cpu().numpy(), warm.cpu().numpy(), ridge, cold.cpu().numpy())
+    blend = (pop[cold] / threshold).unsqueeze(1)
+    out = item_gnn.clone()
+    out[cold] = blend * item_gnn[cold] + (1 - blend) * torch.as_tensor(mapped, device=item_gnn.device)
+    return out
 
 
 def tune_fusion(scorer: FusedScorer, evaluate_fn, betas=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
