@@ -41,10 +41,26 @@ def test_softmax_is_cross_entropy_over_every_item_on_cosines():
     assert ranking_loss(out * 7.0, u, p, p, 3, 4, "softmax", tau).item() == pytest.approx(got.item(), rel=1e-5)
 
 
+def test_softmax_with_repeated_users_equals_cross_entropy_over_every_pair():
+    """The softmax computes one logits row per distinct user of the batch; a batch where users
+    repeat (in any order) must give cross_entropy's value and gradients over one row per pair."""
+    import torch.nn.functional as F
+
+    out = _out(n_users=3, n_items=6, dtype=torch.float64).requires_grad_(True)
+    u, p = torch.tensor([2, 0, 2, 1, 0, 2]), torch.tensor([5, 1, 0, 5, 3, 2])
+    got = ranking_loss(out, u, p, p, 3, 6, "softmax", 0.3)
+    rows = F.normalize(out[u], dim=-1) @ F.normalize(out[3:], dim=-1).T / 0.3
+    want = F.cross_entropy(rows, p)
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
+    g_got, = torch.autograd.grad(got, out)
+    g_want, = torch.autograd.grad(want, out)
+    torch.testing.assert_close(g_got, g_want)
+
+
 @pytest.mark.parametrize("loss", ["bpr", "softmax", "sampled_softmax"])
 def test_loss_gradients_match_finite_differences(loss):
     out = _out(dtype=torch.float64).requires_grad_(True)
-    u, p, n = torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]), torch.tensor([0, 0, 1])
+    u, p, n = torch.tensor([0, 1, 2, 1]), torch.tensor([1, 2, 3, 0]), torch.tensor([0, 0, 1, 3])  # user 1 twice
     negatives = (torch.tensor([0, 2]), torch.log(torch.tensor([0.5, 0.8])))  # row 1's positive among them (masked)
     assert torch.autograd.gradcheck(lambda o: ranking_loss(o, u, p, n, 3, 4, loss, 0.3, negatives), (out,))
 
