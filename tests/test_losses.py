@@ -57,6 +57,23 @@ def test_softmax_with_repeated_users_equals_cross_entropy_over_every_pair():
     torch.testing.assert_close(g_got, g_want)
 
 
+def test_sampled_softmax_with_repeated_users_masks_each_rows_own_positive():
+    """Scores are computed once per distinct user; each pair's row still masks its own
+    positive among the candidates and gets the log-Q correction (reference: one row per pair)."""
+    import torch.nn.functional as F
+
+    out = _out(n_users=3, n_items=7, dtype=torch.float64).requires_grad_(True)
+    u, p = torch.tensor([1, 0, 1, 2, 1]), torch.tensor([2, 5, 6, 2, 0])
+    cands, log_pi = torch.tensor([0, 2, 3, 5, 6]), torch.log(torch.tensor([0.9, 0.5, 0.3, 0.7, 0.6], dtype=torch.float64))
+    got = ranking_loss(out, u, p, p, 3, 7, "sampled_softmax", 0.25, (cands, log_pi))
+    q, items = F.normalize(out[u], dim=-1), F.normalize(out[3:], dim=-1)
+    pos = (q * items[p]).sum(-1, keepdim=True) / 0.25
+    neg = (q @ items[cands].T / 0.25 - log_pi).masked_fill(cands.unsqueeze(0) == p.unsqueeze(1), -torch.inf)
+    want = F.cross_entropy(torch.cat([pos, neg], 1), torch.zeros(len(u), dtype=torch.long))
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
+    torch.testing.assert_close(torch.autograd.grad(got, out)[0], torch.autograd.grad(want, out)[0])
+
+
 @pytest.mark.parametrize("loss", ["bpr", "softmax", "sampled_softmax"])
 def test_loss_gradients_match_finite_differences(loss):
     out = _out(dtype=torch.float64).requires_grad_(True)
