@@ -107,8 +107,8 @@ def tune_closed_form(name: str, data, grid: dict | None = None, device: str = "c
 
 def trained_config(base, name: str, params: dict):
     """``base`` (a TrainConfig holding what every model shares: the epoch budget, the weight
-    average) for model ``name`` with ``params``; a choice without a loss is BPR (choices cached before the softmax loss), one
-    without a size has the config's default size."""
+    average) for model ``name`` with ``params``; a choice without a loss is BPR (choices cached
+    before the softmax loss), one without a size has the config's default size."""
     chosen = {"loss": "bpr", "temperature": type(base).temperature, "embedding_dim": type(base).embedding_dim,
               **params}
     return replace(base, model=name, **{k: v for k, v in chosen.items() if k in TRAINED_KEYS})

@@ -254,14 +254,12 @@ class Deletions:
     """
 
     def __init__(self, model: KGTextGNN, data):
-        import numpy as np
+        from recsys_dagster.core.models.sparse import bipartite_entries
 
         self.model = model
-        n, u = model.num_nodes, model.num_users
+        n = model.num_nodes
         device = model.embedding.weight.device
-        users, items = np.asarray(data.train_users), np.asarray(data.train_items)
-        self.rows, self.cols = np.concatenate([users, items + u]), np.concatenate([items + u, users])
-        self.deg = np.bincount(self.rows, minlength=n).astype(np.float64)
+        self.rows, self.cols = bipartite_entries(data.train_users, data.train_items, model.num_users)
         order = torch.argsort(torch.as_tensor(data.kg_rel, device=device), stable=True)
         self.head, self.tail, self.rel = (torch.as_tensor(a, dtype=torch.long, device=device)[order]
                                           for a in (data.kg_head, data.kg_tail, data.kg_rel))
@@ -270,7 +268,8 @@ class Deletions:
         with torch.no_grad():
             self.logits = model.attention_logits(model.inputs(), self.head, self.tail, self.rel)
         model.train(was)
-        keys = torch.cat([torch.as_tensor(self.rows * n + self.cols, device=device), self.head * n + self.tail])
+        rows, cols = (torch.as_tensor(x, dtype=torch.long, device=device) for x in (self.rows, self.cols))
+        keys = torch.cat([rows * n + cols, self.head * n + self.tail])  # int64: n^2 exceeds int32 past 46k nodes
         entries, self.slot = torch.unique(keys, return_inverse=True)  # slot: raw entry -> CSR position
         r, c = entries // n, entries % n
         self.col, self.crow = c, self._crow(r, n)
@@ -287,20 +286,20 @@ class Deletions:
         behaviour text ``edited`` recomputed, and/or a KG edge pair, both directions)."""
         import copy
 
-        import numpy as np
         from torch_geometric.utils import softmax
+
+        from recsys_dagster.core.models.sparse import symmetric_norm
 
         m = self.model
         n, device = m.num_nodes, self.logits.device
         new = copy.copy(m)
         new._buffers = dict(m._buffers)  # a shallow copy shares the dict; the new user text is its own
         new.adj_ui = None
-        deg, ui_keep = self.deg, np.ones(len(self.rows), dtype=bool)
+        ui_keep = None
         logits, kg_keep = self.logits, torch.ones_like(self.head, dtype=torch.bool)
         if removal.item is not None:
             a, b = removal.user, m.num_users + removal.item
             ui_keep = ~(((self.rows == a) & (self.cols == b)) | ((self.rows == b) & (self.cols == a)))
-            deg = np.bincount(self.rows[ui_keep], minlength=n).astype(np.float64)
             if edited.user_text is not None and m.user_text is not None:
                 new.user_text = torch.as_tensor(edited.user_text, dtype=torch.float32, device=device)
                 touched = (self.head == a) | (self.tail == a)
@@ -312,9 +311,7 @@ class Deletions:
         if removal.kg_pair is not None:
             a, b = removal.kg_pair
             kg_keep = ~(((self.head == a) & (self.tail == b)) | ((self.head == b) & (self.tail == a)))
-        inv = np.zeros_like(deg)
-        np.power(deg, -0.5, out=inv, where=deg > 0)
-        ui = torch.as_tensor((inv[self.rows] * inv[self.cols]).astype(np.float32) * ui_keep, device=device)
+        ui = torch.as_tensor(symmetric_norm(self.rows, self.cols, n, ui_keep), device=device)
         alpha = torch.zeros_like(logits)
         if bool(kg_keep.any()):
             alpha[kg_keep] = softmax(logits[kg_keep], self.head[kg_keep], num_nodes=n) * m.kg_weight

@@ -46,12 +46,24 @@ def csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n: int, device="
     return coo.to_sparse_csr().to(device)
 
 
+def bipartite_entries(users: np.ndarray, items: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, cols)`` of ``A = [[0, R], [R^T, 0]]``: each user-item pair in both directions."""
+    return np.concatenate([users, items + n_users]), np.concatenate([items + n_users, users])
+
+
+def symmetric_norm(rows: np.ndarray, cols: np.ndarray, n: int, keep: np.ndarray | None = None) -> np.ndarray:
+    """The values ``1 / sqrt(d_row d_col)`` (float32) of the entries ``(rows, cols)`` of a
+    symmetric 0/1 matrix, degrees counted over the entries; with a boolean ``keep``, over the
+    kept entries only, and a dropped entry's value is 0."""
+    deg = np.bincount(rows, weights=keep, minlength=n)
+    inv = np.zeros_like(deg, dtype=np.float64)
+    np.power(deg, -0.5, out=inv, where=deg > 0)
+    values = (inv[rows] * inv[cols]).astype(np.float32)
+    return values if keep is None else values * keep
+
+
 def normalized_bipartite(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, device="cpu") -> torch.Tensor:
     """LightGCN's ``D^-1/2 A D^-1/2`` for ``A = [[0, R], [R^T, 0]]`` (symmetric), as CSR."""
     n = n_users + n_items
-    rows = np.concatenate([users, items + n_users])
-    cols = np.concatenate([items + n_users, users])
-    deg = np.bincount(rows, minlength=n).astype(np.float64)
-    inv = np.zeros_like(deg)
-    np.power(deg, -0.5, out=inv, where=deg > 0)
-    return csr(rows, cols, (inv[rows] * inv[cols]).astype(np.float32), n, device)
+    rows, cols = bipartite_entries(users, items, n_users)
+    return csr(rows, cols, symmetric_norm(rows, cols, n), n, device)

@@ -13,8 +13,9 @@ from recsys_dagster.core.options import option
 #: defaults, protocol A): past ``min_epochs`` the main model's best epoch came at most 10 epochs
 #: after the previous best on ML-100K seeds 2020-2022 and 2024 and on ml-latest-small seeds 2020
 #: and 2021 (11 on seed 2022; sampled softmax), so patience 15 picks the same epoch as 30 there
-#: and stops 15 epochs (~30 s on 2 cores) sooner; on ML-100K seed 2023 an improvement came 16 epochs later (epoch 41 instead of 25:
-#: +0.0002 validation, a tenth of the plateau's epoch-to-epoch swing). Patience 20 would have
+#: and stops 15 epochs (~30 s on 2 cores) sooner; on ML-100K seed 2023 an improvement came 16
+#: epochs later (epoch 41 instead of 25: +0.0002 validation, a tenth of the plateau's
+#: epoch-to-epoch swing). Patience 20 would have
 #: caught it and cost 130 s instead of 103-114 s, over the 2-minute budget (measured before the
 #: per-user softmax of ``train.loop``; now 15 takes 79 s and 20 would fit). MF's validation
 #: creeps up to 25-30 epochs between improvements (best epochs 99 / 74 / 55), so the peers keep
