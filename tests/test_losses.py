@@ -74,6 +74,26 @@ def test_sampled_softmax_with_repeated_users_masks_each_rows_own_positive():
     torch.testing.assert_close(torch.autograd.grad(got, out)[0], torch.autograd.grad(want, out)[0])
 
 
+def test_sampled_softmax_stays_accurate_in_float32_when_the_positive_dominates():
+    """The per-pair partition subtracts the own positive's corrected term from its user's sum
+    (float64 on the B per-pair values): with a sharp temperature, where the positive carries
+    almost all the mass, float32 embeddings still give the float64 reference's loss."""
+    import torch.nn.functional as F
+
+    out = _out(seed=3, n_users=2, n_items=50, dim=8)
+    out[2 + 7] = out[0] * 3  # user 0's positive 7 points exactly at it
+    u, p = torch.tensor([0, 0, 1]), torch.tensor([7, 12, 30])
+    cands = torch.tensor([3, 7, 12, 30, 41])
+    log_pi = torch.log(torch.tensor([0.4, 0.05, 0.9, 0.6, 0.3]))
+    got = ranking_loss(out, u, p, p, 2, 50, "sampled_softmax", 0.01, (cands, log_pi))
+    ref = out.double()
+    q, items = F.normalize(ref[u], dim=-1), F.normalize(ref[2:], dim=-1)
+    pos = (q * items[p]).sum(-1, keepdim=True) / 0.01
+    neg = (q @ items[cands].T / 0.01 - log_pi.double()).masked_fill(cands.unsqueeze(0) == p.unsqueeze(1), -torch.inf)
+    want = F.cross_entropy(torch.cat([pos, neg], 1), torch.zeros(3, dtype=torch.long))
+    assert torch.isfinite(got) and got.item() == pytest.approx(want.item(), rel=1e-4)
+
+
 @pytest.mark.parametrize("loss", ["bpr", "softmax", "sampled_softmax"])
 def test_loss_gradients_match_finite_differences(loss):
     out = _out(dtype=torch.float64).requires_grad_(True)

@@ -285,6 +285,50 @@ def test_full_mode_keeps_the_steps_per_epoch_as_data_grows():
         TrainConfig(train_mode="fast").step_plan(10, 10, 10)
 
 
+def test_user_batching_keeps_each_users_pairs_together(tiny_data):
+    """``batching=user``: the epoch is still a permutation of the training pairs, each user's
+    pairs are one run, the users' order and the pairs inside a run change between epochs, and
+    the same generator draws the same epoch."""
+    from recsys_dagster.core.train import epoch_samples
+
+    pairs = sorted(zip(tiny_data.train_users.tolist(), tiny_data.train_items.tolist(), strict=True))
+    gen = torch.Generator().manual_seed(5)
+    first, second = (epoch_samples(tiny_data, gen, by_user=True) for _ in range(2))
+    for u, p, n in (first, second):
+        assert sorted(zip(u.tolist(), p.tolist(), strict=True)) == pairs
+        runs = torch.unique_consecutive(u)
+        assert len(runs) == len(torch.unique(u)), "a user's pairs are split across the epoch"
+        keys = set(zip(tiny_data.train_users.tolist(), tiny_data.train_items.tolist(), strict=True))
+        assert not any((a, b) in keys for a, b in zip(u.tolist(), n.tolist(), strict=True))
+    assert not torch.equal(torch.unique_consecutive(first[0]), torch.unique_consecutive(second[0]))
+    again = epoch_samples(tiny_data, torch.Generator().manual_seed(5), by_user=True)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    # the default keeps the pairs' independent shuffle: users come back many times
+    u, _, _ = epoch_samples(tiny_data, torch.Generator().manual_seed(5))
+    assert len(torch.unique_consecutive(u)) > 2 * len(torch.unique(u))
+
+
+def test_batching_follows_the_loss_unless_set():
+    assert TrainConfig(loss="softmax").by_user and TrainConfig(loss="sampled_softmax").by_user
+    assert not TrainConfig(loss="bpr").by_user
+    assert TrainConfig(loss="bpr", batching="user").by_user
+    assert not TrainConfig(loss="softmax", batching="pair").by_user
+    with pytest.raises(ValueError, match="batching"):
+        _ = TrainConfig(batching="users").by_user
+
+
+@pytest.mark.parametrize("batching", ["user", "pair"])
+def test_softmax_training_learns_with_either_batching(tiny_data, batching):
+    cfg = TrainConfig(model="mf", embedding_dim=16, batch_size=256, max_epochs=15, min_epochs=15, device="cpu",
+                      loss="softmax", temperature=0.2, lr=5e-3, batching=batching)
+    res = train(tiny_data, cfg, log=lambda m: None)
+    again = train(tiny_data, cfg, log=lambda m: None)
+    untrained = train(tiny_data, TrainConfig(**{**cfg.__dict__, "max_epochs": 1, "min_epochs": 1, "lr": 0.0}),
+                      log=lambda m: None)
+    assert res.best_valid == again.best_valid
+    assert res.best_valid["ndcg@10"] > untrained.best_valid["ndcg@10"] + 0.02
+
+
 @pytest.mark.parametrize("loss", ["bpr", "softmax"])
 def test_sampled_training_learns(tiny_data, loss):
     from recsys_dagster.core.train import TrainConfig, train

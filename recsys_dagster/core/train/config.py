@@ -34,6 +34,10 @@ class TrainConfig:
     lr: float = option(5e-3, "Adam learning rate")
     reg_weight: float = option(1e-4, "L2 weight on the batch's layer-0 embeddings")
     batch_size: int = option(2048, "training pairs per optimizer step (full mode: the smallest batch)")
+    batching: str = option("auto", "user: each step's pairs are whole users' (users shuffled, every pair of a user "
+                                   "in one step), so a softmax computes each user's row of logits once per epoch; "
+                                   "pair: pairs shuffled independently; auto: user with a softmax loss, pair with "
+                                   "BPR (no row to share)")
     train_mode: str = option("auto", "full: every step propagates the whole graph, a fixed number of steps per "
                                      "epoch; sampled: each step propagates over the batch's L-hop neighbourhoods "
                                      "(fan-out capped); auto: full unless a full step would need more than "
@@ -101,6 +105,13 @@ class TrainConfig:
         if mode == "sampled":
             return mode, self.batch_size, self.lr
         return "full", batch, self.lr * (batch / self.batch_size) ** 0.5
+
+    @property
+    def by_user(self) -> bool:
+        """Whether an epoch's batches hold whole users (:attr:`batching`)."""
+        if self.batching not in ("auto", "user", "pair"):
+            raise ValueError(f"batching {self.batching!r}: choose auto, user or pair")
+        return self.batching == "user" or (self.batching == "auto" and self.cosine)
 
     @property
     def cosine(self) -> bool:
