@@ -113,7 +113,13 @@ def test_explanation_protocol_rows(music):
     assert {"fused", "kgtextgnn"} <= set(got.columns)
     assert got.loc["expl_coverage"].between(0, 1).all()
     assert got.loc["expl_diversity", "fused"] > 0
-    assert {"expl_score_drop_cited", "expl_score_drop_random", "expl_fidelity_ratio"} <= set(got.index)
+    assert {"expl_score_drop_cited", "expl_score_drop_random", "expl_cited_beats_random"} <= set(got.index)
+    for model in ("fused", "kgtextgnn"):  # the ratio exists exactly where random deletions cost something
+        cited, random_ = got.loc["expl_score_drop_cited", model], got.loc["expl_score_drop_random", model]
+        if random_ > 0:
+            assert got.loc["expl_fidelity_ratio", model] == pytest.approx(cited / random_)
+        else:
+            assert "expl_fidelity_ratio" not in got.index or np.isnan(got.loc["expl_fidelity_ratio", model])
     params = json.loads(rows[rows.model == "fused"].params.iloc[0])
     assert params["users"] == 12 and params["deletions"] > 0
     table = result.asset_materializations_for_node("evaluation_metrics")[0].metadata["explanations"].value

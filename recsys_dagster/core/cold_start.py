@@ -134,11 +134,30 @@ def ridge_map(features: np.ndarray, targets: np.ndarray, fit_rows: np.ndarray, r
     the rows ``fit_rows`` (a bias column, as :class:`ContentFeatures` has, is penalized like
     the rest; the ridge is small against warm item counts). Float64 on the CPU: ``F`` is a few
     hundred, the solve is cheap."""
-    a = features[fit_rows].astype(np.float64)
-    gram = a.T @ a
-    gram[np.diag_indices_from(gram)] += ridge
-    w = np.linalg.solve(gram, a.T @ targets[fit_rows].astype(np.float64))
-    return ((features if rows is None else features[rows]).astype(np.float64) @ w).astype(np.float32)
+    return RidgeFit(features, fit_rows, ridge).map(targets, rows)
+
+
+class RidgeFit:
+    """:func:`ridge_map` for fixed ``features``, ``fit_rows`` and ``ridge``: the Gram matrix is
+    factorized once (Cholesky; it is positive definite for any ridge > 0), and each :meth:`map`
+    fits new targets with one ``F x fit`` product and two triangular solves. The explanation
+    protocol re-maps the cold items after every deletion, with new GNN embeddings as targets
+    and, unless the deletion makes an item cold, the same warm items."""
+
+    def __init__(self, features: np.ndarray, fit_rows: np.ndarray, ridge: float):
+        from scipy.linalg import cho_factor
+
+        self.features, self.fit_rows = features, fit_rows
+        self.a = features[fit_rows].astype(np.float64)
+        gram = self.a.T @ self.a
+        gram[np.diag_indices_from(gram)] += ridge
+        self.factor = cho_factor(gram)
+
+    def map(self, targets: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        from scipy.linalg import cho_solve
+
+        w = cho_solve(self.factor, self.a.T @ targets[self.fit_rows].astype(np.float64))
+        return ((self.features if rows is None else self.features[rows]).astype(np.float64) @ w).astype(np.float32)
 
 
 def grid(sources: tuple[str, ...]) -> list[ContentMap]:

@@ -59,6 +59,16 @@ class Rescorer:
     def __init__(self, scorer, model, data, explainer: Explainer):
         self.scorer, self.model, self.data, self.explainer = scorer, model, data, explainer
         self.rewire = model.rewirer(data) if scorer.user_gnn is not None else None
+        # the cold items' content features, and their factorized ridge per set of warm items
+        from recsys_dagster.core.cold_start import ContentFeatures
+
+        content = scorer.content
+        if content is None and scorer.item_text is not None:  # FusedScorer's default: the text alone
+            content = ContentFeatures(scorer.item_text.cpu().numpy())
+        self.features = content(scorer.content_map) if content is not None else None
+        self.fits: dict = {}
+        self.n_train = np.diff(data.train_csr[0])
+        self.popularity = np.bincount(data.train_items, minlength=data.n_items)
 
     def _data_without(self, u: int, item: int | None, kg_pair: tuple[int, int] | None):
         d = self.data
@@ -85,10 +95,15 @@ class Rescorer:
         """``(I,)`` fused scores of user ``u`` after the removal (none: the base)."""
         import torch
 
-        from recsys_dagster.core.fusion import FusedScorer
+        from recsys_dagster.core.fusion import FusedScorer, map_cold_items
 
         sc = self.scorer
         data = self._data_without(u, item, kg_pair)
+        n_after = int(np.diff(data.train_csr[0])[u])
+        pop = self.popularity.copy()
+        if item is not None:
+            pop[item] -= self.n_train[u] - n_after  # 1, or 0 when the pair was not a training pair
+        pop = torch.as_tensor(pop)
         user_gnn = item_gnn = None
         if sc.user_gnn is not None:
             model = self.model
@@ -96,16 +111,18 @@ class Rescorer:
                 model = self.rewire(data, Removal(u, item, kg_pair))
             users, items = model.user_item_embeddings()
             user_gnn, item_gnn = users[u: u + 1], items
+            if self.features is not None:  # as FusedScorer maps them, with the ridge kept across deletions
+                item_gnn = map_cold_items(item_gnn, self.features, pop, sc.weights.cold_item_threshold,
+                                          sc.content_map.ridge, self.fits)
         user_text = torch.as_tensor(data.user_text[u: u + 1]) if data.user_text is not None and \
             sc.user_text is not None else None
         item_item = None
         if sc.item_item is not None and sc.weights.gamma:
             ptr, idx = data.train_csr
             item_item = sc.item_item.for_history(idx[ptr[u]: ptr[u + 1]])
-        n = torch.tensor([float(np.diff(data.train_csr[0])[u])])
-        pop = torch.as_tensor(np.bincount(data.train_items, minlength=data.n_items))
+        n = torch.tensor([float(n_after)])
         one = FusedScorer(user_gnn, item_gnn, user_text, sc.item_text, n, pop, sc.weights, item_item,
-                          content=sc.content, content_map=sc.content_map)
+                          cold_items_mapped=True, content=sc.content, content_map=sc.content_map)
         with torch.no_grad():
             return one(torch.tensor([0]))[0].numpy()
 

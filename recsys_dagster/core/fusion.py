@@ -196,22 +196,30 @@ def _dot(users_table, items_table, users):
     return users_table[users] @ items_table.T
 
 
-def map_cold_items(item_gnn, content, popularity, threshold: int, ridge: float = 1.0):
+def map_cold_items(item_gnn, content, popularity, threshold: int, ridge: float = 1.0, fits: dict | None = None):
     """Replace (blend) the GNN embeddings of items with < ``threshold`` interactions by a
     ridge mapping content -> GNN embedding fitted on the other items
     (:func:`~recsys_dagster.core.cold_start.ridge_map`). ``content``: ``(I, F)`` features;
-    :class:`~recsys_dagster.core.cold_start.ContentFeatures` include the bias column."""
+    :class:`~recsys_dagster.core.cold_start.ContentFeatures` include the bias column. ``fits``
+    (a dict the caller keeps) caches the factorized ridge per set of warm items, for callers
+    that map the same ``content`` again and again with new embeddings."""
     import torch
 
-    from recsys_dagster.core.cold_start import ridge_map
+    from recsys_dagster.core.cold_start import RidgeFit
 
     pop = popularity.float()
     warm = pop >= max(threshold, 1)
     if threshold <= 0 or warm.sum() < 2 or bool(warm.all()):
         return item_gnn
     cold = ~warm  # only they are blended (a warm item keeps its own embedding)
-    mapped = ridge_map(np.asarray(content.cpu() if hasattr(content, "cpu") else content),
-                       item_gnn.detach().float().cpu().numpy(), warm.cpu().numpy(), ridge, cold.cpu().numpy())
+    features, fit_rows = np.asarray(content.cpu() if hasattr(content, "cpu") else content), warm.cpu().numpy()
+    key = (fit_rows.tobytes(), ridge)
+    fit = fits.get(key) if fits is not None else None
+    if fit is None:
+        fit = RidgeFit(features, fit_rows, ridge)
+        if fits is not None:
+            fits[key] = fit
+    mapped = fit.map(item_gnn.detach().float().cpu().numpy(), cold.cpu().numpy())
     blend = (pop[cold] / threshold).unsqueeze(1)
     out = item_gnn.clone()
     out[cold] = blend * item_gnn[cold] + (1 - blend) * torch.as_tensor(mapped, device=item_gnn.device)
