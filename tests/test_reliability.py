@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import duckdb
 import pandas as pd
@@ -100,6 +101,51 @@ def test_same_seed_same_metrics_on_cpu(tmp_path, synthetic_folder):
     config = EvalConfig(train=TrainConfig(device="cpu", max_epochs=6, min_epochs=6, embedding_dim=16), ablations=True)
     runs = [evaluate_protocols(tables, config, log=lambda m: None).rows for _ in range(2)]
     assert len(runs[0]) > 50 and runs[0] == runs[1]
+
+
+def test_protocols_in_worker_processes_give_the_rows_of_one_process(tmp_path, synthetic_folder):
+    """cold_item and B in a spawned worker while A runs here: the same rows, in the same order, as
+    one protocol after another at the same thread count; the caller's threads come back."""
+    import torch
+
+    from recsys_dagster.core.evaluation import EvalConfig, evaluate_protocols, protocol_processes
+    from recsys_dagster.core.train import TrainConfig
+    from tests.conftest import synthetic_tables
+
+    tables = synthetic_tables(tmp_path, synthetic_folder)
+    config = EvalConfig(train=TrainConfig(device="cpu", max_epochs=3, min_epochs=3, embedding_dim=16),
+                        protocols=("A", "B", "cold_item"), explanation_users=5)
+    threads = torch.get_num_threads()
+    concurrent = evaluate_protocols(tables, replace(config, protocol_processes=2), log=lambda m: None)
+    assert torch.get_num_threads() == threads
+    torch.set_num_threads(1)  # what each of two processes gets from two threads, or one
+    try:
+        sequential = evaluate_protocols(tables, replace(config, protocol_processes=1), log=lambda m: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert {r[0] for r in concurrent.rows} == {"A", "B", "cold_item"}
+    assert concurrent.rows == sequential.rows
+    assert set(concurrent.seconds) == set(sequential.seconds)
+    assert protocol_processes(replace(config, protocol_processes=1), 3) == 1
+    assert protocol_processes(replace(config, protocol_processes=5), 2) == 2
+    assert protocol_processes(config, 1) == 1
+    with pytest.raises(ValueError, match="protocol_processes=-1"):
+        EvalConfig(protocol_processes=-1)
+
+
+def test_a_failed_protocol_worker_says_which_protocols_and_why(tmp_path, synthetic_folder):
+    from recsys_dagster.core.evaluation import EvalConfig
+    from recsys_dagster.core.protocol_worker import ProtocolWorkers
+    from tests.conftest import synthetic_tables
+
+    workers = ProtocolWorkers(["no_such_protocol"], synthetic_tables(tmp_path, synthetic_folder), EvalConfig(), 2)
+    lines: list[str] = []
+    try:
+        with pytest.raises(RuntimeError, match=r"protocols \['no_such_protocol'\] exited with status 1: .*expected one of"):
+            workers.result("no_such_protocol", lines.append)
+    finally:
+        workers.close()
+    assert any("Traceback" in line for line in lines)
 
 
 def test_weights_are_only_loaded_with_weights_only():

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys_dagster.core.threads import one_blas_thread
+
 
 @dataclass(frozen=True)
 class ContentMap:
@@ -168,6 +170,7 @@ def grid(sources: tuple[str, ...]) -> list[ContentMap]:
     return points + [ContentMap(0.0, 0.0, RIDGES[0])]
 
 
+@one_blas_thread
 def tune_content_map(user_emb, item_emb, content: ContentFeatures, popularity, valid_csr, train_csr,
                      threshold: int, folds: int = 5, seed: int = 0, k: int = 20) -> tuple[ContentMap, list]:
     """The :class:`ContentMap` with the best pseudo-cold validation Recall@``k`` (module

@@ -31,6 +31,7 @@ import numpy as np
 
 from recsys_dagster.core.metrics import full_ranking
 from recsys_dagster.core.options import option
+from recsys_dagster.core.threads import one_blas_thread
 from recsys_dagster.core.train import TrainConfig, train
 from recsys_dagster.core.warehouse import columns_of
 
@@ -86,6 +87,10 @@ class EvalConfig:
     dp_models: tuple[str, ...] = option(("item_factors", "text_tower"), "the DP models dp_epsilons trains")
     explanation_users: int = option(50, "users sampled by the explanation protocol (deletion fidelity, coverage, "
                                         "diversity of the reasons; protocol A, fused and kgtextgnn); 0: off")
+    protocol_processes: int = option(0, "processes the protocols run in at once: protocol A in this one, the "
+                                        "others (cold_item, B, A_recbole) in their own, the torch threads shared "
+                                        "out; 0 = as many as the torch threads allow on a CPU run (2 threads, two "
+                                        "protocols: two processes of one thread), 1 = one after another")
     scoring: str = option("fp32", "precision of the fused scorer's embedding tables that the gate grades and, once "
                                   "published, fused_recommendations and the service use: fp32, or int8 (per-row "
                                   "scales, a quarter of the memory; graded as fused_int8 with the fp32 weights)")
@@ -94,6 +99,8 @@ class EvalConfig:
     def __post_init__(self):
         if self.scoring not in SCORING:
             raise ValueError(f"scoring={self.scoring!r}: expected {' or '.join(SCORING)}")
+        if self.protocol_processes < 0:
+            raise ValueError(f"protocol_processes={self.protocol_processes}: expected 0 (auto) or a count >= 1")
 
     def params(self, name: str) -> dict:
         from recsys_dagster.core.tuning import DEFAULTS
@@ -355,18 +362,14 @@ def _rebuild(data, use_kg: bool = True, use_text: bool = True):
     return sub
 
 
-def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=print, peers=None) -> ProtocolResult:
-    """Every protocol in ``config.protocols`` on the warehouse ``tables``.
+#: Protocols that need nothing but the tables and the config (no stored model, no kept peers):
+#: they may run in a process of their own while protocol A runs in the caller's.
+SELF_CONTAINED = ("A_recbole", "B", "cold_item")
 
-    Protocols: ``A`` (the hash split of ``config.train``, stable as data grows),
-    ``A_recbole`` (RecBole's per-user shuffle with the same seed, every model trained in the
-    run), ``B`` (temporal) and ``cold_item``. ``main_model_for(data, split)`` may return an
-    already trained main model for protocol A (the published ``gnn_model`` weights, after
-    the caller has checked that they never trained on ``split``'s valid or test pairs);
-    otherwise the main model is trained here. ``peers`` decides where protocol A's trained
-    peers start and keeps them (:func:`run_protocol`); the other protocols train theirs from
-    scratch. Step timings are prefixed by protocol.
-    """
+
+def self_contained_protocol(name: str, tables, config: EvalConfig, log) -> tuple[str, ProtocolResult] | None:
+    """``(prefix of its step timings, result)`` of one :data:`SELF_CONTAINED` protocol (None
+    when the data leave it nothing to grade)."""
     from recsys_dagster.core.explain import item_entity_lists
     from recsys_dagster.core.gnn_data import implicit_interactions
     from recsys_dagster.core.splits import (
@@ -380,6 +383,59 @@ def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=prin
     cfg = config.train
     positives = implicit_interactions(tables.interactions, cfg.min_rating)
     spec = cfg.split_spec()
+    if name == "A_recbole":
+        data = data_for_split(tables, random_split(positives, seed=spec.seed), cfg)
+        return name, run_protocol(name, data, replace(config, ablations=False), log=log)
+    if name == "B":
+        split = temporal_split(positives, *temporal_cutoffs(positives, config.temporal_train_share))
+        if not (len(split.valid) and len(split.test)):
+            log("protocol B skipped: the temporal split leaves no validation or test interactions")
+            return None
+        return name, run_protocol(name, data_for_split(tables, split, cfg), config, log=log)
+    if name != "cold_item":
+        raise ValueError(f"protocol {name!r}: expected one of {', '.join(SELF_CONTAINED)}")
+    split, _ = cold_item_split(positives, share=config.cold_item_share, seed=spec.seed, base=spec.apply(positives))
+    data = data_for_split(tables, split, cfg)
+    ents = item_entity_lists(data.n_items, {i: n for n, i in enumerate(data.item_ids)},
+                             tables.entities, tables.relations, tables.triples)
+    return "cold", run_protocol("cold_item", data, replace(config, ablations=False), item_entities=ents, log=log)
+
+
+def protocol_processes(config: EvalConfig, n_protocols: int) -> int:
+    """How many processes ``n_protocols`` protocols run in (:attr:`EvalConfig.protocol_processes`;
+    auto: one per torch thread on a CPU run, one on an accelerator)."""
+    import torch
+
+    from recsys_dagster.core.text import resolve_device
+
+    if config.protocol_processes:
+        return max(1, min(config.protocol_processes, n_protocols))
+    if resolve_device(config.train.device) != "cpu":
+        return 1
+    return max(1, min(n_protocols, torch.get_num_threads()))
+
+
+@one_blas_thread
+def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=print, peers=None) -> ProtocolResult:
+    """Every protocol in ``config.protocols`` on the warehouse ``tables``.
+
+    Protocols: ``A`` (the hash split of ``config.train``, stable as data grows),
+    ``A_recbole`` (RecBole's per-user shuffle with the same seed, every model trained in the
+    run), ``B`` (temporal) and ``cold_item``. ``main_model_for(data, split)`` may return an
+    already trained main model for protocol A (the published ``gnn_model`` weights, after
+    the caller has checked that they never trained on ``split``'s valid or test pairs);
+    otherwise the main model is trained here. ``peers`` decides where protocol A's trained
+    peers start and keeps them (:func:`run_protocol`); the other protocols train theirs from
+    scratch. Step timings are prefixed by protocol.
+
+    With :func:`protocol_processes` above one, the other protocols run in worker processes
+    while protocol A runs here (:class:`~recsys_dagster.core.protocol_worker.ProtocolWorkers`);
+    the rows come back in the same order.
+    """
+    from recsys_dagster.core.gnn_data import implicit_interactions
+    from recsys_dagster.core.training_data import data_for_split
+
+    cfg = config.train
     total = ProtocolResult()
 
     def collect(prefix: str, res: ProtocolResult) -> None:
@@ -389,26 +445,26 @@ def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=prin
         if prefix == "A" or not total.fusion:
             total.fusion = res.fusion or total.fusion
 
-    if "A" in config.protocols:
-        split = spec.apply(positives)
-        data = data_for_split(tables, split, cfg)
-        main = main_model_for(data, split) if main_model_for is not None else None
-        collect("A", run_protocol("A", data, config, main_model=main, log=log, history=split.train, peers=peers,
-                                  split=split))
-    if "A_recbole" in config.protocols:
-        data = data_for_split(tables, random_split(positives, seed=spec.seed), cfg)
-        collect("A_recbole", run_protocol("A_recbole", data, replace(config, ablations=False), log=log))
-    if "B" in config.protocols:
-        split = temporal_split(positives, *temporal_cutoffs(positives, config.temporal_train_share))
-        if len(split.valid) and len(split.test):
-            collect("B", run_protocol("B", data_for_split(tables, split, cfg), config, log=log))
-        else:
-            log("protocol B skipped: the temporal split leaves no validation or test interactions")
-    if "cold_item" in config.protocols:
-        split, _ = cold_item_split(positives, share=config.cold_item_share, seed=spec.seed,
-                                   base=spec.apply(positives))
-        data = data_for_split(tables, split, cfg)
-        ents = item_entity_lists(data.n_items, {i: n for n, i in enumerate(data.item_ids)},
-                                 tables.entities, tables.relations, tables.triples)
-        collect("cold", run_protocol("cold_item", data, replace(config, ablations=False), item_entities=ents, log=log))
+    others = [p for p in SELF_CONTAINED if p in config.protocols]
+    processes = protocol_processes(config, len(others) + ("A" in config.protocols))
+    workers = None
+    if processes > 1 and others:
+        from recsys_dagster.core.protocol_worker import ProtocolWorkers
+
+        workers = ProtocolWorkers(others, tables, config, processes)
+    step = log if workers is None else (lambda msg: (log(msg), workers.step()))
+    try:
+        if "A" in config.protocols:
+            split = cfg.split_spec().apply(implicit_interactions(tables.interactions, cfg.min_rating))
+            data = data_for_split(tables, split, cfg)
+            main = main_model_for(data, split) if main_model_for is not None else None
+            collect("A", run_protocol("A", data, config, main_model=main, log=step, history=split.train,
+                                      peers=peers, split=split))
+        for name in others:
+            out = workers.result(name, log) if workers is not None else self_contained_protocol(name, tables, config, log)
+            if out is not None:
+                collect(*out)
+    finally:
+        if workers is not None:
+            workers.close()
     return total

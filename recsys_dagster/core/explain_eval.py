@@ -30,6 +30,7 @@ import numpy as np
 
 from recsys_dagster.core.explain import SPECIFIC, Explainer
 from recsys_dagster.core.metrics import to_csr
+from recsys_dagster.core.threads import one_blas_thread
 
 METRICS = ("expl_coverage", "expl_diversity", "expl_kind_entropy", "expl_score_drop_cited", "expl_score_drop_random",
            "expl_fidelity_ratio", "expl_cited_beats_random", "expl_rank_drop_cited", "expl_rank_drop_random", "expl_leaves_top_cited",
@@ -133,6 +134,7 @@ def _drop(base: np.ndarray, after: np.ndarray, item: int, candidates: np.ndarray
     return float(base[item] - after[item]), float(rank_after - rank_before), rank_after > k
 
 
+@one_blas_thread
 def evaluate_explanations(scorer, model, data, explainer: Explainer, n_users: int = 100, k: int = 10,
                           per_user: int = 3, seed: int = 0) -> ExplanationReport:
     """The protocol of the module docstring on ``n_users`` users with at least two history

@@ -19,6 +19,7 @@ from recsys_dagster.core.explain import (
 )
 from recsys_dagster.core.fusion import FusedScorer, FusionWeights, top_k
 from recsys_dagster.core.options import option
+from recsys_dagster.core.threads import one_blas_thread
 from recsys_dagster.core.warehouse import columns_of
 
 REC_COLUMNS = columns_of("fused_recommendations")
@@ -264,6 +265,7 @@ class Recommendations:
                 "sample": sample[["user_id", "rank", "item", "score", "reason"]].to_markdown(index=False)}
 
 
+@one_blas_thread
 def production_recommendations(tables, titles: pd.Series, version, config: RecommendConfig, user_vectors=None,
                                device: str = "cpu", verbs: Verbs | None = None, top_k_fn=top_k) -> Recommendations:
     """Top-``config.k`` recommendations with reasons for every user from a published model
