@@ -73,13 +73,14 @@ class ProtocolWorkers:
         if w not in self.results:
             proc, out, log_file = self.workers[w]
             code = proc.wait()
+            names = [n for n, v in self.where.items() if v == w]
             lines = log_file.read_text().splitlines()
+            log(f"the worker process of protocols {names} exited with status {code}; its log:")
             for line in lines:
                 log(line)
             if code != 0 or not out.is_file():
-                tail = " | ".join(lines[-5:])
-                raise RuntimeError(f"the worker running protocols {[n for n, v in self.where.items() if v == w]} "
-                                   f"exited with status {code}: {tail}")
+                raise RuntimeError(f"the worker running protocols {names} exited with status {code}: "
+                                   f"{' | '.join(lines[-5:])}")
             with open(out, "rb") as f:
                 self.results[w] = pickle.load(f)
         return self.results[w][name]
