@@ -383,7 +383,7 @@ def load_time(d: dict | None) -> str:
 
 def main() -> None:
     results = {n: _load(n) for n in ("accuracy", "accuracy_dim64", "accuracy_ml_latest_small",
-                                     "accuracy_ml_latest_small_dim64", "accuracy_cold_start", "explanations", "training_modes",
+                                     "accuracy_ml_latest_small_pair_batches", "accuracy_ml_latest_small_dim64", "accuracy_cold_start", "explanations", "training_modes",
                                      "training", "ranking", "e2e_ml100k",
                                      "text_encoder", "e2e", "growth", "growth_e2e", "propagation", "scale_check", "serving", "privacy", "privacy_check",
                                      "lightweight", "transfer", "load_time")}
@@ -398,6 +398,8 @@ def main() -> None:
                 ("Accuracy (ML-100K), every trained model at embedding size 64 (the defaults before size 128)",
                  "accuracy_dim64", accuracy),
                 ("Accuracy (ml-latest-small)", "accuracy_ml_latest_small", accuracy),
+                ("Accuracy (ml-latest-small), pair batches (the default before batches of whole users)",
+                 "accuracy_ml_latest_small_pair_batches", accuracy),
                 ("Accuracy (ml-latest-small), every trained model at embedding size 64 (the defaults before size 128)",
                  "accuracy_ml_latest_small_dim64", accuracy),
                 ("Cold items mapped from text + KG attributes (ML-100K, size 64, after the content-map change)",
