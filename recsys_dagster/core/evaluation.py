@@ -170,9 +170,10 @@ def _train(data, config: TrainConfig, log, warm_start: dict | None = None):
 
 
 def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_entities=None, log=print,
-                 history=None, peers=None, split=None) -> ProtocolResult:
+                 history=None, peers=None, split=None, closed_form_done=None) -> ProtocolResult:
     """All models of one protocol on ``data`` (a :class:`TrainData`); ``history`` (the
     training interactions, with ratings and times) enables the explanation protocol.
+    ``closed_form_done()``, if given, is called once the closed-form peers are fitted.
     ``peers`` (with the protocol's ``split``) decides where each trained peer starts and
     keeps it: ``peers.start(name, config, split, log) -> (config, warm-start payload or
     None)`` and ``peers.keep(name, result, data, split)``
@@ -216,6 +217,8 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
             result.seconds[f"fit_{name}"] = time.perf_counter() - t0
             run(name, scorer, params)
             closed_form[name] = (scorer, params)
+    if closed_form_done is not None:
+        closed_form_done()
     if data.user_text is not None and data.item_text is not None:
         run("text_knn", TextKNN(data.user_text, data.item_text))
     trained = [n for n in ("mf", "lightgcn") if n in config.trained_baselines]
@@ -429,8 +432,9 @@ def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=prin
     scratch. Step timings are prefixed by protocol.
 
     With :func:`protocol_processes` above one, the other protocols run in worker processes
-    while protocol A runs here (:class:`~recsys_dagster.core.protocol_worker.ProtocolWorkers`);
-    the rows come back in the same order.
+    (:class:`~recsys_dagster.core.protocol_worker.ProtocolWorkers`, started once protocol A's
+    closed-form peers are fitted) while protocol A runs here; the rows come back in the same
+    order.
     """
     from recsys_dagster.core.gnn_data import implicit_interactions
     from recsys_dagster.core.training_data import data_for_split
@@ -448,18 +452,29 @@ def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=prin
     others = [p for p in SELF_CONTAINED if p in config.protocols]
     processes = protocol_processes(config, len(others) + ("A" in config.protocols))
     workers = None
-    if processes > 1 and others:
-        from recsys_dagster.core.protocol_worker import ProtocolWorkers
 
-        workers = ProtocolWorkers(others, tables, config, processes)
-    step = log if workers is None else (lambda msg: (log(msg), workers.step()))
+    def start_workers() -> None:
+        # after protocol A's closed-form peers: EASE's dense inverses use every thread (its λ grid on
+        # ml-latest-small, 9.7k items, took 310 s at one thread beside a worker, ~105 s alone at two)
+        nonlocal workers
+        if workers is None and processes > 1 and others:
+            from recsys_dagster.core.protocol_worker import ProtocolWorkers
+
+            workers = ProtocolWorkers(others, tables, config, processes)
+
+    def step(msg: str) -> None:
+        log(msg)
+        if workers is not None:
+            workers.step()
+
     try:
         if "A" in config.protocols:
             split = cfg.split_spec().apply(implicit_interactions(tables.interactions, cfg.min_rating))
             data = data_for_split(tables, split, cfg)
             main = main_model_for(data, split) if main_model_for is not None else None
             collect("A", run_protocol("A", data, config, main_model=main, log=step, history=split.train,
-                                      peers=peers, split=split))
+                                      peers=peers, split=split, closed_form_done=start_workers))
+        start_workers()
         for name in others:
             out = workers.result(name, log) if workers is not None else self_contained_protocol(name, tables, config, log)
             if out is not None:
