@@ -104,7 +104,7 @@ def test_same_seed_same_metrics_on_cpu(tmp_path, synthetic_folder):
 
 
 def test_protocols_in_worker_processes_give_the_rows_of_one_process(tmp_path, synthetic_folder):
-    """cold_item and B in a spawned worker while A runs here: the same rows, in the same order, as
+    """cold_item and B in a worker process while A runs here: the same rows, in the same order, as
     one protocol after another at the same thread count; the caller's threads come back."""
     import torch
 

@@ -455,7 +455,7 @@ def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=prin
 
     def start_workers() -> None:
         # after protocol A's closed-form peers: EASE's dense inverses use every thread (its λ grid on
-        # ml-latest-small, 9.7k items, took 310 s at one thread beside a worker, ~105 s alone at two)
+        # ml-latest-small, 9.7k items, took 305 s at one thread beside a worker, 161-166 s alone at two)
         nonlocal workers
         if workers is None and processes > 1 and others:
             from recsys_dagster.core.protocol_worker import ProtocolWorkers

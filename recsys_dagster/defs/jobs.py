@@ -27,9 +27,9 @@ DAILY_REFRESH_CONFIG = {
         "gnn_model": {"config": {"warm_start": True, "max_epochs": 20, "min_epochs": 3, "patience": 5}},
         # the gate needs Pop and the tuned MF-BPR of this run; LightGCN (~30-45 s on ML-100K)
         # and the explanation protocol (~25 s: every deletion re-propagates the graph) are left
-        # to full_rebuild (time: the refresh takes 16% of a rebuild without them). MF continues from the MF kept with the GNN's warm-start parent,
-        # with the GNN's budget (evaluation_metrics' warm_start_peers): both models get the
-        # same few epochs of new data
+        # to full_rebuild (time: without them the refresh measured 16-21% of a rebuild). MF
+        # continues from the MF kept with the GNN's warm-start parent, with the GNN's budget
+        # (evaluation_metrics' warm_start_peers): both models get the same few epochs of new data
         "evaluation_metrics": {"config": {"protocols": ["A"], "ablations": False, "trained_baselines": ["mf"],
                                           "explanation_users": 0}},
     },
