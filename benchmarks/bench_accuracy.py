@@ -77,7 +77,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.merge:
         return merge(args.merge, args.name)
-    from recsys_dagster.core.evaluation import ROW_COLUMNS, EvalConfig, evaluate_protocols
+    from recsys_dagster.core.evaluation import (
+        COMPARISON_COLUMNS,
+        ROW_COLUMNS,
+        EvalConfig,
+        evaluate_protocols,
+    )
     from recsys_dagster.core.train import TrainConfig
 
     tables = warehouse_tables()
@@ -87,7 +92,7 @@ def main() -> None:
     if args.embedding_dim:
         tuned = {name: {**params, "embedding_dim": args.embedding_dim} for name, params in tuned.items()}
     print("hyperparameters:", tuned)
-    rows, timings = [], {}
+    rows, comparisons, timings = [], [], {}
     for n, seed in enumerate(args.seeds):
         t0 = time.perf_counter()
         cfg = replace(TrainConfig(seed=seed, split_seed=seed, device="cpu", max_epochs=args.max_epochs),
@@ -98,17 +103,53 @@ def main() -> None:
                         hyperparameters=tuned)
         res = evaluate_protocols(tables, ev)
         rows += [(*r, seed) for r in res.rows]
+        comparisons += [(*c, seed) for c in res.comparisons]
         timings[seed] = {"seconds": time.perf_counter() - t0, "fusion": res.fusion, "params": res.params, **res.seconds}
     frame = pd.DataFrame(rows, columns=[*ROW_COLUMNS, "seed"])
+    paired = pd.DataFrame(comparisons, columns=[*COMPARISON_COLUMNS, "seed"])
     write_json(args.name, {"dataset": load_settings().dataset, "seeds": args.seeds, "protocols": args.protocols,
                            "hyperparameters": tuned,
                            "num_negatives": cfg.num_negatives if cfg.loss == "sampled_softmax" else None,
                            "budget": {k: getattr(cfg, k) for k in ("max_epochs", "min_epochs", "patience")},
-                           **report(frame, args.seeds), "timings": timings, "recbole_reference": RECBOLE})
+                           **report(frame, args.seeds, paired), "timings": timings, "recbole_reference": RECBOLE})
 
 
-def report(frame: pd.DataFrame, seeds: list[int]) -> dict:
-    """Prints the table and the fused / best-peer ratio; the JSON fields of both."""
+#: The paired comparisons the report reads: (protocol, metric, k, slice) of fused against the best peer.
+PAIRED = (("A", "ndcg", 10, "all"), ("A", "ndcg", 10, "cold_users"), ("cold_item", "recall", 20, "all"))
+
+
+def paired_summary(frame: pd.DataFrame, paired: pd.DataFrame | None, model: str = "fused") -> list[dict]:
+    """For each of :data:`PAIRED`: ``model`` against the peer with the best mean over seeds on
+    that metric and slice — per seed the paired difference over the test users, its 95%
+    interval and p-value; over seeds the mean and std of the paired differences."""
+    from recsys_dagster.core.evaluation import is_own
+
+    out = []
+    if paired is None or paired.empty:
+        return out
+    for protocol, metric, k, sl in PAIRED:
+        sel = frame[(frame.protocol == protocol) & (frame.metric == metric) & (frame.k == k) & (frame.slice == sl)]
+        means = sel.groupby("model").value.mean()
+        peers = means.drop([m for m in means.index if is_own(m)])
+        if peers.empty or model not in means:
+            continue
+        best = peers.idxmax()
+        p = paired[(paired.protocol == protocol) & (paired.model == model) & (paired.peer == best)
+                   & (paired.metric == metric) & (paired.k == k) & (paired.slice == sl)].sort_values("seed")
+        if p.empty:
+            continue
+        out.append({"protocol": protocol, "metric": f"{metric}@{k}", "slice": sl, "model": model, "best_peer": best,
+                    "mean_diff": float(p["diff"].mean()), "std_diff": float(p["diff"].std(ddof=0)),
+                    "seeds_significant": int(((p.ci_low > 0) | (p.ci_high < 0)).sum()), "seeds": len(p),
+                    "per_seed": [{"seed": int(r.seed), "users": int(r.n_users), "diff": float(r.diff),
+                                  "ci": [float(r.ci_low), float(r.ci_high)], "p": float(r.p_value)}
+                                 for r in p.itertuples()]})
+    return out
+
+
+def report(frame: pd.DataFrame, seeds: list[int], paired: pd.DataFrame | None = None) -> dict:
+    """Prints the table, the fused / best-peer ratio and the paired differences; the JSON
+    fields of all three."""
     from recsys_dagster.core.evaluation import is_own
 
     table = summarize(frame)
@@ -118,7 +159,15 @@ def report(frame: pd.DataFrame, seeds: list[int]) -> dict:
     peers = means.drop([m for m in means.index if is_own(m)]).sort_values(ascending=False)
     if len(peers) and "fused" in means:
         print(f"fused / best peer ({peers.index[0]}): {means['fused'] / peers.iloc[0]:.3f}")
-    return {"table": table, "rows": frame.to_dict("records")}
+    summary = paired_summary(frame, paired)
+    for s in summary:
+        seeds_text = "; ".join(f"{x['seed']}: {x['diff']:+.4f} [{x['ci'][0]:+.4f}, {x['ci'][1]:+.4f}] p={x['p']:.2g}"
+                               for x in s["per_seed"])
+        print(f"paired, {s['protocol']} {s['metric']} {s['slice']}: fused - {s['best_peer']} = "
+              f"{s['mean_diff']:+.4f} ± {s['std_diff']:.4f} over seeds, interval above/below 0 in "
+              f"{s['seeds_significant']}/{s['seeds']} ({seeds_text})")
+    return {"table": table, "rows": frame.to_dict("records"), "paired": summary,
+            "comparisons": paired.to_dict("records") if paired is not None else []}
 
 
 def merge(names: list[str], name: str) -> None:
@@ -138,9 +187,12 @@ def merge(names: list[str], name: str) -> None:
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"--merge: a seed appears twice in {names}: {seeds}")
     frame = pd.DataFrame([r for run in runs for r in run["rows"]])
+    # runs before the paired comparisons have none: then the merge has none either
+    paired = pd.DataFrame([c for run in runs for c in run.get("comparisons", [])]) \
+        if all(run.get("comparisons") for run in runs) else None
     write_json(name, {"machine": runs[0].get("machine"),  # where and when the runs ran, not the merge
                       **{k: runs[0].get(k) for k in keys}, "seeds": seeds, "merged_from": names,
-                      **report(frame, seeds), "timings": {k: v for run in runs for k, v in run["timings"].items()},
+                      **report(frame, seeds, paired), "timings": {k: v for run in runs for k, v in run["timings"].items()},
                       "recbole_reference": RECBOLE})
 
 

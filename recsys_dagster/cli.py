@@ -40,8 +40,8 @@ def span(tags: bool = False, day: str | None = None) -> None:
 SUMMARY_TABLES = [
     "items", "users", "raw_interactions", "cleaned_interactions", "interactions_quarantine", "metadata_quarantine",
     "kg_entities", "kg_relations", "kg_triples", "text_embedding_cache", "item_text_embeddings",
-    "user_behavior_embeddings", "fused_recommendations", "evaluation_metrics", "model_hyperparameters",
-    "forgotten_users", "privacy_audit",
+    "user_behavior_embeddings", "fused_recommendations", "evaluation_metrics", "evaluation_comparisons",
+    "model_hyperparameters", "forgotten_users", "privacy_audit",
 ]
 
 

@@ -203,3 +203,78 @@ def test_gate_grades_the_int8_variant_that_will_serve():
     weak = quality_gate(_rows({"pop": 0.10, "mf": 0.30, "fused": 0.302, "fused_int8": 0.2999}))
     assert any(f.startswith("fused_int8 0.2999 <= mf") for f in weak.failures)
     assert quality_gate(_rows({"pop": 0.1, "mf": 0.2, "fused": 0.3})).graded == "fused"
+
+
+# ---- paired comparisons ----------------------------------------------------------------------
+
+def test_paired_test_matches_the_t_interval_by_hand():
+    from recsys_dagster.core.comparison import paired_test
+
+    a, b = [1.0, 0.0, 1.0, 1.0, 0.5], [0.0, 0.0, 1.0, 0.0, 0.25]
+    d = np.subtract(a, b)  # 1, 0, 0, 1, 0.25
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    t975_df4 = 2.7764451051977987  # Student t quantile, 4 degrees of freedom
+    p = paired_test(a, b)
+    assert (p.n_users, p.model, p.peer) == (5, pytest.approx(0.7), pytest.approx(0.25))
+    assert p.diff == pytest.approx(0.45)
+    assert (p.ci_low, p.ci_high) == (pytest.approx(0.45 - t975_df4 * se), pytest.approx(0.45 + t975_df4 * se))
+    assert 0.05 < p.p_value < 0.2 and not p.significant  # t = 0.45 / se = 2.17 on 4 df
+    # the same difference on many users is significant; swapping the models flips the sign only
+    many = paired_test(np.tile(a, 40), np.tile(b, 40))
+    assert many.significant and many.p_value < 1e-6 and many.diff == pytest.approx(0.45)
+    rev = paired_test(np.tile(b, 40), np.tile(a, 40))
+    assert (rev.diff, rev.ci_low, rev.p_value) == (pytest.approx(-0.45), pytest.approx(-many.ci_high),
+                                                   pytest.approx(many.p_value))
+
+
+def test_paired_test_edge_cases():
+    from recsys_dagster.core.comparison import paired_test
+
+    same = paired_test([0.3, 0.5], [0.3, 0.5])
+    assert (same.diff, same.ci_low, same.ci_high, same.p_value) == (0.0, 0.0, 0.0, 1.0) and not same.significant
+    shifted = paired_test([0.4, 0.6], [0.3, 0.5])  # every user +0.1: no spread, certainly better
+    assert shifted.p_value == 0.0 and shifted.ci_low == pytest.approx(0.1) and shifted.significant
+    one = paired_test([0.4], [0.3])
+    assert one.n_users == 1 and np.isnan(one.p_value) and not one.significant
+    assert paired_test([], []).n_users == 0
+    with pytest.raises(ValueError, match="one length"):
+        paired_test([0.1, 0.2], [0.1])
+
+
+def test_paired_rows_compare_own_models_with_peers_per_slice():
+    from recsys_dagster.core.comparison import paired_rows
+    from recsys_dagster.core.evaluation import COMPARISON_COLUMNS, is_own
+
+    rng = np.random.default_rng(0)
+    peer = rng.random(50)
+    per_user = {"pop": {"ndcg@10": peer * 0.5, "recall@20": peer}, "ease": {"ndcg@10": peer, "recall@20": peer},
+                "fused": {"ndcg@10": peer + 0.05, "recall@20": peer}}
+    slices = {"all": np.ones(50, bool), "cold_users": np.arange(50) < 10, "empty": np.zeros(50, bool)}
+    rows = pd.DataFrame(paired_rows("A", per_user, is_own, slices), columns=COMPARISON_COLUMNS)
+    assert set(rows.model) == {"fused"} and set(rows.peer) == {"pop", "ease"}
+    assert set(rows.slice) == {"all", "cold_users"}  # an empty slice has no test
+    assert len(rows) == 2 * 2 * 2  # peers x metrics x slices
+    ease = rows[(rows.peer == "ease") & (rows.metric == "ndcg") & (rows.slice == "cold_users")].iloc[0]
+    assert ease.n_users == 10 and ease["diff"] == pytest.approx(0.05) and ease.p_value == 0.0
+    tie = rows[(rows.peer == "ease") & (rows.metric == "recall") & (rows.slice == "all")].iloc[0]
+    assert (tie["diff"], tie.p_value, tie.k) == (0.0, 1.0, 20)
+
+
+def _paired(peer, diff, low, high, p, model="fused"):
+    return {"protocol": "A", "model": model, "peer": peer, "slice": "all", "metric": "ndcg", "k": 10,
+            "diff": diff, "ci_low": low, "ci_high": high, "p_value": p}
+
+
+def test_gate_reports_the_best_peers_interval_and_can_require_significance():
+    rows = _rows({"pop": 0.10, "mf": 0.29, "ease": 0.31, "fused": 0.30})
+    comparisons = pd.DataFrame([_paired("pop", 0.2, 0.18, 0.22, 1e-9), _paired("mf", 0.01, -0.002, 0.022, 0.11),
+                                _paired("ease", -0.01, -0.02, 0.0, 0.06), _paired("mf", 0.5, 0.4, 0.6, 0.0, "kgtextgnn")])
+    default = quality_gate(rows, comparisons=comparisons)
+    assert default.passed  # off by default: the lead itself is what is required
+    assert default.details()["best_peer_paired"] == {"diff": -0.01, "ci": [-0.02, 0.0], "p": 0.06}
+    strict = quality_gate(rows, config=GateConfig(max_p_value=0.05), comparisons=comparisons)
+    assert not strict.passed and len(strict.failures) == 1
+    assert "lead over mf (+0.0100, 95% CI [-0.0020, +0.0220]) has paired p = 0.11" in strict.failures[0]
+    assert quality_gate(rows, config=GateConfig(max_p_value=0.2), comparisons=comparisons).passed
+    blind = quality_gate(rows, config=GateConfig(max_p_value=0.05))  # no comparisons: cannot tell
+    assert not blind.passed and all("no paired comparison" in f for f in blind.failures)

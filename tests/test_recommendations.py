@@ -45,6 +45,30 @@ def test_evaluation_has_every_model_and_protocol(pipeline):
     assert _store(settings).published().version == rows.model_version.iloc[0]
 
 
+def test_evaluation_records_paired_comparisons_of_own_models_with_peers(pipeline):
+    settings, _, result = pipeline
+    rows = query(settings, "SELECT * FROM evaluation_metrics")
+    comp = query(settings, "SELECT * FROM evaluation_comparisons")
+    assert comp.run_id.unique().tolist() == rows.run_id.unique().tolist()
+    assert {"A", "A_recbole", "B", "cold_item"} <= set(comp.protocol)  # the worker protocols' come back too
+    a = comp[(comp.protocol == "A") & (comp.metric == "ndcg") & (comp.k == 10) & (comp.slice == "all")]
+    assert {"pop", "itemknn", "ease", "mf", "lightgcn", "text_knn"} == set(a[a.model == "fused"].peer)
+    assert {"fused", "kgtextgnn", "kgtextgnn_no_kg"} <= set(a.model) and not set(a.peer) & set(a.model)
+    value = rows[(rows.protocol == "A") & (rows.slice == "all") & (rows.metric == "ndcg") & (rows.k == 10)]
+    value = dict(zip(value.model, value.value, strict=True))
+    for r in a.itertuples():  # the paired means are the rows' means; the interval holds the difference
+        assert (r.model_value, r.peer_value) == (pytest.approx(value[r.model]), pytest.approx(value[r.peer]))
+        assert r.diff == pytest.approx(r.model_value - r.peer_value)
+        assert r.ci_low <= r.diff <= r.ci_high and 0 <= r.p_value <= 1
+    cold = comp[(comp.protocol == "cold_item") & (comp.metric == "recall") & (comp.k == 20)]
+    assert {"random", "attribute_knn"} <= set(cold[cold.model == "fused"].peer)
+    meta = result.asset_materializations_for_node("evaluation_metrics")[0].metadata
+    assert "| ease | all |" in meta["paired_comparisons"].value
+    gate = _store(settings).get(rows.model_version.iloc[0]).gate
+    best = gate["best_peer"]
+    assert gate["best_peer_paired"]["diff"] == pytest.approx(value["fused"] - value[best])
+
+
 def test_recommendations_are_complete_unseen_and_explained(pipeline):
     settings, _, result = pipeline
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}

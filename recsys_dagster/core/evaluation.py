@@ -19,6 +19,10 @@ Rows: ``(protocol, model, params, slice, metric, k, value)``; slices ``all``, ``
 (the ``cold_user_share`` of test users with the fewest training interactions),
 ``warm_users``; plus ``coverage`` (share of items in any top-K list) and ``avg_popularity``
 (mean train popularity of recommended items: lower is more novel).
+
+Comparisons: each own model against each peer of the protocol on the same test users, a
+paired t-test per metric and slice (:mod:`recsys_dagster.core.comparison`; rows
+:data:`COMPARISON_COLUMNS`, table ``evaluation_comparisons``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from recsys_dagster.core.warehouse import columns_of
 #: Columns of ``evaluation_metrics`` the core computes; the writer adds the provenance ones.
 PROVENANCE = ("run_id", "model_version", "split_fingerprint", "created_at")
 ROW_COLUMNS = columns_of("evaluation_metrics", exclude=PROVENANCE)
+#: Columns of ``evaluation_comparisons`` (paired tests, :mod:`recsys_dagster.core.comparison`).
+COMPARISON_COLUMNS = columns_of("evaluation_comparisons", exclude=PROVENANCE)
 #: Models that are the platform's own (the main model, its ablations, the fusion); every
 #: other model in a run is a peer.
 OWN_MODELS = ("kgtextgnn", "fused", "kgtextgnn_no_kg", "kgtextgnn_no_text", "kgtextgnn_no_kg_no_text",
@@ -114,6 +120,19 @@ class ProtocolResult:
     fusion: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)  # "protocol/model" -> chosen hyperparameters
+    comparisons: list = field(default_factory=list)  # COMPARISON_COLUMNS rows: own models against peers
+    #: model -> metric -> values over the protocol's test users, and ``"_slices"`` -> slice -> mask
+    #: (what the paired comparisons read; dropped once they are computed)
+    per_user: dict = field(default_factory=dict)
+
+    def compare(self, protocol: str) -> None:
+        """Paired tests of every own model against every peer graded so far; frees the per-user values."""
+        from recsys_dagster.core.comparison import paired_rows
+
+        slices = self.per_user.pop("_slices", None)
+        if slices is not None:
+            self.comparisons += paired_rows(protocol, self.per_user, is_own, slices)
+        self.per_user = {}
 
 
 def scorer_of(model):
@@ -143,6 +162,10 @@ def add_rows(result: ProtocolResult, protocol: str, name: str, score_fn, data, c
                                           device=device)
     train_counts = np.diff(data.train_csr[0])[users]
     cold = train_counts <= np.quantile(train_counts, config.cold_user_share) if len(train_counts) else train_counts > 0
+    from recsys_dagster.core.comparison import COMPARED
+
+    result.per_user.setdefault("_slices", {"all": np.ones(len(users), dtype=bool), "cold_users": cold})
+    result.per_user[name] = {m: np.asarray(per_user[m]) for m in COMPARED if m in per_user}
     for metric, value in means.items():
         m, k = metric.split("@")
         result.rows.append((protocol, name, p, "all", m, int(k), float(value)))
@@ -285,6 +308,7 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         _explanation_rows(result, protocol, main_model, scorer, data, history, config, base)
     if config.dp_epsilons and protocol in ("A", "cold_item"):
         _dp_rows(run, data, config, log)
+    result.compare(protocol)
     return result
 
 
@@ -444,6 +468,7 @@ def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=prin
 
     def collect(prefix: str, res: ProtocolResult) -> None:
         total.rows += res.rows
+        total.comparisons += res.comparisons
         total.seconds.update({f"{prefix}_{k}": v for k, v in res.seconds.items()})
         total.params.update(res.params)
         if prefix == "A" or not total.fusion:

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
-from recsys_dagster.core.evaluation import ROW_COLUMNS, SCORING, EvalConfig, evaluate_protocols
+from recsys_dagster.core.evaluation import (
+    COMPARISON_COLUMNS,
+    ROW_COLUMNS,
+    SCORING,
+    EvalConfig,
+    evaluate_protocols,
+)
 from recsys_dagster.core.gate import GateConfig, GateResult, ndcg_at_10, quality_gate
 from recsys_dagster.core.model_store import (
     ModelStore,
@@ -39,6 +45,7 @@ class VersionEvaluation:
     params: dict = field(default_factory=dict)
     leak_check: dict = field(default_factory=dict)
     warm_started_peers: dict = field(default_factory=dict)  # peer -> the version whose kept peer it continued
+    comparisons: pd.DataFrame | None = None  # paired tests (COMPARISON_COLUMNS)
 
 
 #: What must match for a kept peer to be continued: the model and its tuned settings.
@@ -148,23 +155,27 @@ def evaluate_version(store: ModelStore, version: str, tables, config: EvalConfig
     result = evaluate_protocols(tables, config, main_model_for, log=log, peers=peers)
     leak_check.update(peers.leak_check)
     rows = pd.DataFrame(result.rows, columns=ROW_COLUMNS)
+    comparisons = pd.DataFrame(result.comparisons, columns=COMPARISON_COLUMNS)
     previous = store.last_published_on(split.fingerprint, exclude=version)
     prev_value = (previous.gate or {}).get("fused_ndcg@10") if previous is not None else None
-    gate = quality_gate(rows, prev_value, gate_config or GateConfig())
+    gate = quality_gate(rows, prev_value, gate_config or GateConfig(), comparisons)
     return VersionEvaluation(version, split, rows, gate, result.fusion, result.seconds, result.params, leak_check,
-                             peers.started)
+                             peers.started, comparisons)
 
 
-def record_evaluation(store: ModelStore, ev: VersionEvaluation, run_id: str) -> pd.DataFrame:
+def record_evaluation(store: ModelStore, ev: VersionEvaluation, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Keep the tuned fusion weights and the gate verdict with the version (a pass publishes
-    it); returns the rows with their provenance columns, ready for ``evaluation_metrics``."""
+    it); returns the rows and the paired comparisons with their provenance columns, ready for
+    ``evaluation_metrics`` and ``evaluation_comparisons``."""
     if ev.fusion:
         store.update(ev.version, fusion=ev.fusion)
     precision = next((p for p, row in SCORING.items() if row == ev.gate.graded), "fp32")
     store.update(ev.version, scoring={"precision": precision, "graded": ev.gate.graded, "ndcg@10": ev.gate.fused})
     store.record_gate(ev.version, ev.gate.passed, {**ev.gate.details(), "run_id": run_id})
-    return ev.rows.assign(run_id=run_id, model_version=ev.version, split_fingerprint=ev.split.fingerprint,
-                          created_at=pd.Timestamp.now(tz="UTC").tz_localize(None))
+    provenance = {"run_id": run_id, "model_version": ev.version, "split_fingerprint": ev.split.fingerprint,
+                  "created_at": pd.Timestamp.now(tz="UTC").tz_localize(None)}
+    comparisons = ev.comparisons if ev.comparisons is not None else pd.DataFrame(columns=COMPARISON_COLUMNS)
+    return ev.rows.assign(**provenance), comparisons.assign(**provenance)
 
 
 def summary_table(rows: pd.DataFrame) -> str:

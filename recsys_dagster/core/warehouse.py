@@ -79,6 +79,12 @@ TABLES: dict[str, TableSpec] = {t.name: t for t in (
     _spec("evaluation_metrics", """run_id VARCHAR, model_version VARCHAR, split_fingerprint VARCHAR, protocol VARCHAR,
           model VARCHAR, params VARCHAR, slice VARCHAR, metric VARCHAR, k INTEGER, value DOUBLE, created_at TIMESTAMP""",
           ("run_id",)),
+    _spec("evaluation_comparisons", """run_id VARCHAR, model_version VARCHAR, split_fingerprint VARCHAR,
+          protocol VARCHAR, model VARCHAR, peer VARCHAR, slice VARCHAR, metric VARCHAR, k INTEGER, n_users INTEGER,
+          model_value DOUBLE, peer_value DOUBLE, diff DOUBLE, ci_low DOUBLE, ci_high DOUBLE, p_value DOUBLE,
+          created_at TIMESTAMP""", ("run_id",),
+          doc="paired t-tests over the same test users: each own model against each peer "
+              "(core.comparison); diff = model - peer, 95% interval"),
     _spec("fused_recommendations", """user_id VARCHAR, rank INTEGER, item_id VARCHAR, score DOUBLE, gnn_score DOUBLE,
           text_score DOUBLE, reason VARCHAR, evidence VARCHAR, model_version VARCHAR, generated_at TIMESTAMP""", ("model_version",),
           personal=True),

@@ -53,7 +53,8 @@ def graded_version(context: dg.AssetExecutionContext, store):
     return version
 
 
-def evaluation_metadata(ev, rows) -> dict:
+def evaluation_metadata(ev, rows, comparisons=None) -> dict:
+    from recsys_dagster.core.comparison import comparison_table
     from recsys_dagster.core.model_evaluation import explanation_table, summary_table
     from recsys_dagster.core.plots import bar_plot_png, png_markdown
 
@@ -64,6 +65,7 @@ def evaluation_metadata(ev, rows) -> dict:
         "dagster/row_count": len(rows), "model_version": ev.version, "split_fingerprint": ev.split.fingerprint,
         "summary": dg.MetadataValue.md(summary_table(rows)), "ndcg_plot": dg.MetadataValue.md(plot),
         "explanations": dg.MetadataValue.md(explanation_table(rows)),
+        "paired_comparisons": dg.MetadataValue.md(comparison_table(comparisons, "A", ev.gate.graded)),
         "hyperparameters": dg.MetadataValue.json(ev.params), "leak_check": dg.MetadataValue.json(ev.leak_check),
         "warm_started_peers": dg.MetadataValue.json(ev.warm_started_peers),
         "gate_passed": ev.gate.passed, "gate": dg.MetadataValue.json(ev.gate.details()),
@@ -108,11 +110,12 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
                               context.log.info)
     except EvaluationRefused as exc:
         raise dg.Failure(str(exc)) from None
-    rows = record_evaluation(store, ev, context.run.run_id)
+    rows, comparisons = record_evaluation(store, ev, context.run.run_id)
     with warehouse.get_connection() as conn:
         wh.write(conn, "evaluation_metrics", rows, run_id=context.run.run_id)
+        wh.write(conn, "evaluation_comparisons", comparisons, run_id=context.run.run_id)
     mlflow_tracking.log_evaluation(ev, context.run.run_id, version.mlflow_run_id)
-    return dg.MaterializeResult(metadata={**evaluation_metadata(ev, rows),
+    return dg.MaterializeResult(metadata={**evaluation_metadata(ev, rows, comparisons),
                                           "seconds": round(time.perf_counter() - t0, 2)})
 
 
@@ -136,6 +139,7 @@ def fused_model_quality_gate(context: dg.AssetCheckExecutionContext, warehouse: 
         "model_version": versions[0][0], "failures": gate["failures"],
         "fused_ndcg@10": gate.get("fused_ndcg@10") if gate.get("fused_ndcg@10") is not None else -1.0,
         "best_peer": gate.get("best_peer") or "-", "gap_to_best_peer": round(gap, 4) if gap is not None else "-",
+        "best_peer_paired": dg.MetadataValue.json(gate.get("best_peer_paired") or {}),
         "peers_ndcg@10": dg.MetadataValue.json(gate.get("peers_ndcg@10") or {}),
         "previous_published_ndcg@10": gate.get("previous_published_ndcg@10") or -1.0,
         "published": bool(gate["passed"])})
