@@ -78,6 +78,12 @@ def headline(d: dict) -> list[str]:
             diff = t[ref] - t[name]
             out.append(f"* {ref} - {name}: {diff.mean():+.4f} NDCG@10 (per seed {', '.join(f'{v:+.4f}' for v in diff)}; "
                        f"seed std of {ref} {t[ref].std(ddof=0):.4f}).")
+    for p in d.get("paired") or []:  # paired t-tests over each seed's test users (runs since they exist)
+        label = {"all": "all test users", "cold_users": "sparse users"}.get(p["slice"], p["slice"])
+        seeds = "; ".join(f"{x['diff']:+.4f} [{x['ci'][0]:+.4f}, {x['ci'][1]:+.4f}]" for x in p["per_seed"])
+        out.append(f"* Paired over the same test users, protocol {p['protocol']} {p['metric']}, {label}: "
+                   f"{p['model']} - {p['best_peer']} {p['mean_diff']:+.4f} ± {p['std_diff']:.4f} over seeds; the 95% "
+                   f"interval excludes 0 in {p['seeds_significant']} of {p['seeds']} seeds (per seed: {seeds}).")
     return out
 
 
