@@ -120,26 +120,31 @@ PAIRED = (("A", "ndcg", 10, "all"), ("A", "ndcg", 10, "cold_users"), ("cold_item
 
 def paired_summary(frame: pd.DataFrame, paired: pd.DataFrame | None, model: str = "fused") -> list[dict]:
     """For each of :data:`PAIRED`: ``model`` against the peer with the best mean over seeds on
-    that metric and slice — per seed the paired difference over the test users, its 95%
-    interval and p-value; over seeds the mean and std of the paired differences."""
+    that metric and slice; then each attribution pair of protocol A (NDCG@10, all users: the
+    main model against its ablations, the fusion against itself less each part). Per seed the
+    paired difference over the test users, its 95% interval and p-value; over seeds the mean
+    and std of the paired differences."""
+    from recsys_dagster.core.comparison import ATTRIBUTION
     from recsys_dagster.core.evaluation import is_own
 
-    out = []
     if paired is None or paired.empty:
-        return out
+        return []
+    wanted = []
     for protocol, metric, k, sl in PAIRED:
         sel = frame[(frame.protocol == protocol) & (frame.metric == metric) & (frame.k == k) & (frame.slice == sl)]
         means = sel.groupby("model").value.mean()
         peers = means.drop([m for m in means.index if is_own(m)])
-        if peers.empty or model not in means:
-            continue
-        best = peers.idxmax()
-        p = paired[(paired.protocol == protocol) & (paired.model == model) & (paired.peer == best)
+        if not peers.empty and model in means:
+            wanted.append((protocol, metric, k, sl, model, peers.idxmax(), "best peer"))
+    wanted += [("A", "ndcg", 10, "all", m, r, "attribution") for m, r in ATTRIBUTION]
+    out = []
+    for protocol, metric, k, sl, m, peer, kind in wanted:
+        p = paired[(paired.protocol == protocol) & (paired.model == m) & (paired.peer == peer)
                    & (paired.metric == metric) & (paired.k == k) & (paired.slice == sl)].sort_values("seed")
         if p.empty:
             continue
-        out.append({"protocol": protocol, "metric": f"{metric}@{k}", "slice": sl, "model": model, "best_peer": best,
-                    "mean_diff": float(p["diff"].mean()), "std_diff": float(p["diff"].std(ddof=0)),
+        out.append({"protocol": protocol, "metric": f"{metric}@{k}", "slice": sl, "model": m, "peer": peer,
+                    "kind": kind, "mean_diff": float(p["diff"].mean()), "std_diff": float(p["diff"].std(ddof=0)),
                     "seeds_significant": int(((p.ci_low > 0) | (p.ci_high < 0)).sum()), "seeds": len(p),
                     "per_seed": [{"seed": int(r.seed), "users": int(r.n_users), "diff": float(r.diff),
                                   "ci": [float(r.ci_low), float(r.ci_high)], "p": float(r.p_value)}
@@ -163,7 +168,7 @@ def report(frame: pd.DataFrame, seeds: list[int], paired: pd.DataFrame | None = 
     for s in summary:
         seeds_text = "; ".join(f"{x['seed']}: {x['diff']:+.4f} [{x['ci'][0]:+.4f}, {x['ci'][1]:+.4f}] p={x['p']:.2g}"
                                for x in s["per_seed"])
-        print(f"paired, {s['protocol']} {s['metric']} {s['slice']}: fused - {s['best_peer']} = "
+        print(f"paired ({s['kind']}), {s['protocol']} {s['metric']} {s['slice']}: {s['model']} - {s['peer']} = "
               f"{s['mean_diff']:+.4f} ± {s['std_diff']:.4f} over seeds, interval above/below 0 in "
               f"{s['seeds_significant']}/{s['seeds']} ({seeds_text})")
     return {"table": table, "rows": frame.to_dict("records"), "paired": summary,

@@ -81,9 +81,11 @@ def headline(d: dict) -> list[str]:
     for p in d.get("paired") or []:  # paired t-tests over each seed's test users (runs since they exist)
         label = {"all": "all test users", "cold_users": "sparse users"}.get(p["slice"], p["slice"])
         seeds = "; ".join(f"{x['diff']:+.4f} [{x['ci'][0]:+.4f}, {x['ci'][1]:+.4f}]" for x in p["per_seed"])
-        out.append(f"* Paired over the same test users, protocol {p['protocol']} {p['metric']}, {label}: "
-                   f"{p['model']} - {p['best_peer']} {p['mean_diff']:+.4f} ± {p['std_diff']:.4f} over seeds; the 95% "
-                   f"interval excludes 0 in {p['seeds_significant']} of {p['seeds']} seeds (per seed: {seeds}).")
+        kind = "the best peer" if p.get("kind", "best peer") == "best peer" else "attribution"
+        out.append(f"* Paired over the same test users ({kind}), protocol {p['protocol']} {p['metric']}, {label}: "
+                   f"{p['model']} - {p.get('peer', p.get('best_peer'))} {p['mean_diff']:+.4f} ± {p['std_diff']:.4f} "
+                   f"over seeds; the 95% interval excludes 0 in {p['seeds_significant']} of {p['seeds']} seeds "
+                   f"(per seed: {seeds}).")
     return out
 
 

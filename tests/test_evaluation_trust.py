@@ -248,12 +248,22 @@ def test_paired_rows_compare_own_models_with_peers_per_slice():
     rng = np.random.default_rng(0)
     peer = rng.random(50)
     per_user = {"pop": {"ndcg@10": peer * 0.5, "recall@20": peer}, "ease": {"ndcg@10": peer, "recall@20": peer},
-                "fused": {"ndcg@10": peer + 0.05, "recall@20": peer}}
+                "fused": {"ndcg@10": peer + 0.05, "recall@20": peer}, "kgtextgnn": {"ndcg@10": peer + 0.04},
+                "kgtextgnn_no_text": {"ndcg@10": peer + 0.01}}
     slices = {"all": np.ones(50, bool), "cold_users": np.arange(50) < 10, "empty": np.zeros(50, bool)}
     rows = pd.DataFrame(paired_rows("A", per_user, is_own, slices), columns=COMPARISON_COLUMNS)
-    assert set(rows.model) == {"fused"} and set(rows.peer) == {"pop", "ease"}
+    assert set(rows.peer) == {"pop", "ease", "kgtextgnn", "kgtextgnn_no_text"}
     assert set(rows.slice) == {"all", "cold_users"}  # an empty slice has no test
-    assert len(rows) == 2 * 2 * 2  # peers x metrics x slices
+    fused = rows[rows.model == "fused"]
+    assert len(fused[fused.peer.isin(["pop", "ease"])]) == 2 * 2 * 2  # peers x metrics x slices
+    # own models meet only as attribution pairs (main model - its ablation, fusion - main model),
+    # on the metrics both have
+    own = rows[rows.peer.isin(["kgtextgnn", "kgtextgnn_no_text"])]
+    assert set(zip(own.model, own.peer, strict=True)) == {("fused", "kgtextgnn"), ("kgtextgnn", "kgtextgnn_no_text")}
+    assert set(own.metric) == {"ndcg"}
+    text = own[(own.model == "kgtextgnn") & (own.slice == "all")].iloc[0]
+    assert text["diff"] == pytest.approx(0.03) and text.p_value == 0.0
+    assert len(rows[(rows.model == "kgtextgnn") & ~rows.peer.isin(["kgtextgnn_no_text"])]) == 2 * 2  # peers x slices
     ease = rows[(rows.peer == "ease") & (rows.metric == "ndcg") & (rows.slice == "cold_users")].iloc[0]
     assert ease.n_users == 10 and ease["diff"] == pytest.approx(0.05) and ease.p_value == 0.0
     tie = rows[(rows.peer == "ease") & (rows.metric == "recall") & (rows.slice == "all")].iloc[0]

@@ -52,8 +52,16 @@ def test_evaluation_records_paired_comparisons_of_own_models_with_peers(pipeline
     assert comp.run_id.unique().tolist() == rows.run_id.unique().tolist()
     assert {"A", "A_recbole", "B", "cold_item"} <= set(comp.protocol)  # the worker protocols' come back too
     a = comp[(comp.protocol == "A") & (comp.metric == "ndcg") & (comp.k == 10) & (comp.slice == "all")]
-    assert {"pop", "itemknn", "ease", "mf", "lightgcn", "text_knn"} == set(a[a.model == "fused"].peer)
-    assert {"fused", "kgtextgnn", "kgtextgnn_no_kg"} <= set(a.model) and not set(a.peer) & set(a.model)
+    from recsys_dagster.core.comparison import ATTRIBUTION
+    from recsys_dagster.core.evaluation import is_own
+
+    peers = {"pop", "itemknn", "ease", "mf", "lightgcn", "text_knn"}
+    assert peers == {p for p in a[a.model == "fused"].peer if not is_own(p)}
+    assert {"fused", "kgtextgnn", "kgtextgnn_no_kg"} <= set(a.model)
+    # own models meet each other only as attribution pairs: the main model against its ablations
+    own_pairs = {(r.model, r.peer) for r in a.itertuples() if is_own(r.peer)}
+    assert {("kgtextgnn", "kgtextgnn_no_kg"), ("kgtextgnn", "kgtextgnn_no_text"), ("fused", "kgtextgnn")} <= own_pairs
+    assert own_pairs <= set(ATTRIBUTION)
     value = rows[(rows.protocol == "A") & (rows.slice == "all") & (rows.metric == "ndcg") & (rows.k == 10)]
     value = dict(zip(value.model, value.value, strict=True))
     for r in a.itertuples():  # the paired means are the rows' means; the interval holds the difference

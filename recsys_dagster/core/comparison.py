@@ -18,6 +18,7 @@ ci_low, ci_high, p_value)`` (the columns of ``evaluation_comparisons`` less prov
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import product
 
 import numpy as np
 
@@ -71,41 +72,49 @@ def paired_test(model_values, peer_values, confidence: float = CONFIDENCE) -> Pa
     return Paired(n, float(a.mean()), float(b.mean()), diff, float(ci.low), float(ci.high), float(res.pvalue))
 
 
+#: Attribution: each platform model against the same model less one part (its ablations, and
+#: the fusion less each of its parts), as ``(model, reduced)``.
+ATTRIBUTION = (("kgtextgnn", "kgtextgnn_no_kg"), ("kgtextgnn", "kgtextgnn_no_text"),
+               ("kgtextgnn", "kgtextgnn_no_kg_no_text"), ("fused", "kgtextgnn"),
+               ("fused", "fused_without_item_item"), ("fused", "fused_without_gnn"))
+
+
 def paired_rows(protocol: str, per_user: dict[str, dict[str, np.ndarray]], is_own, slices: dict[str, np.ndarray]
                 ) -> list[tuple]:
-    """Every own model against every peer of one protocol. ``per_user``: model -> metric ->
+    """Every own model against every peer of one protocol, and each :data:`ATTRIBUTION` pair
+    present (the reduced model in the ``peer`` column). ``per_user``: model -> metric ->
     values over the protocol's test users (same users for every model); ``slices``: slice
     name -> boolean mask over those users; ``is_own(model)`` tells the platform's models."""
     own = [m for m in per_user if is_own(m)]
     peers = [m for m in per_user if not is_own(m)]
+    pairs = [(model, peer) for model in own for peer in peers]
+    pairs += [(m, r) for m, r in ATTRIBUTION if m in per_user and r in per_user]
     rows = []
-    for model in own:
-        for peer in peers:
-            for metric in COMPARED:
-                if metric not in per_user[model] or metric not in per_user[peer]:
-                    continue
-                name, k = metric.split("@")
-                for slice_name, mask in slices.items():
-                    if not mask.any():
-                        continue
-                    p = paired_test(per_user[model][metric][mask], per_user[peer][metric][mask])
-                    rows.append((protocol, model, peer, slice_name, name, int(k), p.n_users, p.model, p.peer, p.diff,
-                                 p.ci_low, p.ci_high, p.p_value))
+    for (model, peer), metric, (slice_name, mask) in product(pairs, COMPARED, slices.items()):
+        if metric not in per_user[model] or metric not in per_user[peer] or not mask.any():
+            continue
+        name, k = metric.split("@")
+        p = paired_test(per_user[model][metric][mask], per_user[peer][metric][mask])
+        rows.append((protocol, model, peer, slice_name, name, int(k), p.n_users, p.model, p.peer, p.diff,
+                     p.ci_low, p.ci_high, p.p_value))
     return rows
 
 
 def comparison_table(comparisons, protocol: str = "A", model: str = "fused") -> str:
-    """Markdown: ``model`` against each peer of ``protocol`` on NDCG@10 (all users and the
-    sparse-user slice), strongest peer first; ``comparisons``: a DataFrame with the columns of
-    ``evaluation_comparisons``."""
+    """Markdown: ``model`` against each peer of ``protocol`` (and against itself less a part,
+    marked as attribution) on NDCG@10, all users and the sparse-user slice, strongest first;
+    ``comparisons``: a DataFrame with the columns of ``evaluation_comparisons``."""
     c = comparisons
     if c is None or c.empty:
         return "_no paired comparisons_"
     sel = c[(c.protocol == protocol) & (c.model == model) & (c.metric == "ndcg") & (c.k == 10)]
     if sel.empty:
         return f"_no paired comparisons of {model} in protocol {protocol}_"
-    lines = ["| peer | slice | peer NDCG@10 | diff | 95% CI | p |", "|---|---|---|---|---|---|"]
+    from recsys_dagster.core.evaluation import is_own
+
+    lines = ["| against | slice | its NDCG@10 | diff | 95% CI | p |", "|---|---|---|---|---|---|"]
     for _, r in sel.sort_values(["slice", "peer_value"], ascending=[True, False]).iterrows():
-        lines.append(f"| {r.peer} | {r.slice} | {r.peer_value:.4f} | {r['diff']:+.4f} | "
+        against = f"{r.peer} (own: attribution)" if is_own(r.peer) else r.peer
+        lines.append(f"| {against} | {r.slice} | {r.peer_value:.4f} | {r['diff']:+.4f} | "
                      f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}] | {r.p_value:.3g} |")
     return "\n".join(lines)
