@@ -4,15 +4,20 @@ Every model of a protocol is graded on the same test users, so the honest questi
 "fused 0.341 against LightGCN 0.339" is the distribution of the per-user differences, not
 the two means. A paired t-test on them (scipy's ``ttest_rel``) gives the mean difference,
 its confidence interval and a two-sided p-value; with hundreds of users the mean of the
-differences is close to normal even though one user's NDCG@10 is not. A split's seed moves
-both models together, so the paired interval is much narrower than the seed std of either
-mean.
+differences is close to normal even though one user's NDCG@10 is not. The interval is the
+noise of one split's test users; the spread over split seeds is another noise, so a
+benchmark reports both (``benchmarks/bench_accuracy.py``: each seed's interval, and the mean
+and std of the paired differences over seeds).
 
 The p-values are per comparison: with a dozen peers, one of them will clear 0.05 by chance
 now and then. Read the interval of the comparison that matters (the best peer) first.
 
+The same test answers attribution: the main model against itself without KG or text, the
+fusion against the main model alone (:data:`ATTRIBUTION`).
+
 Rows: ``(protocol, model, peer, slice, metric, k, n_users, model_value, peer_value, diff,
-ci_low, ci_high, p_value)`` (the columns of ``evaluation_comparisons`` less provenance).
+ci_low, ci_high, p_value)`` (the columns of ``evaluation_comparisons`` less provenance; for
+an attribution pair ``peer`` is the reduced model).
 """
 
 from __future__ import annotations

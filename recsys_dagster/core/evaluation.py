@@ -20,9 +20,10 @@ Rows: ``(protocol, model, params, slice, metric, k, value)``; slices ``all``, ``
 ``warm_users``; plus ``coverage`` (share of items in any top-K list) and ``avg_popularity``
 (mean train popularity of recommended items: lower is more novel).
 
-Comparisons: each own model against each peer of the protocol on the same test users, a
-paired t-test per metric and slice (:mod:`recsys_dagster.core.comparison`; rows
-:data:`COMPARISON_COLUMNS`, table ``evaluation_comparisons``).
+Comparisons: each own model against each peer of the protocol on the same test users, and
+the main model and the fusion against themselves less a part (attribution), a paired t-test
+per metric and slice (:mod:`recsys_dagster.core.comparison`; rows :data:`COMPARISON_COLUMNS`,
+table ``evaluation_comparisons``).
 """
 
 from __future__ import annotations
@@ -120,13 +121,14 @@ class ProtocolResult:
     fusion: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)  # "protocol/model" -> chosen hyperparameters
-    comparisons: list = field(default_factory=list)  # COMPARISON_COLUMNS rows: own models against peers
+    comparisons: list = field(default_factory=list)  # COMPARISON_COLUMNS rows (core.comparison.paired_rows)
     #: model -> metric -> values over the protocol's test users, and ``"_slices"`` -> slice -> mask
     #: (what the paired comparisons read; dropped once they are computed)
     per_user: dict = field(default_factory=dict)
 
     def compare(self, protocol: str) -> None:
-        """Paired tests of every own model against every peer graded so far; frees the per-user values."""
+        """Paired tests of every own model against every peer graded so far, and of the
+        attribution pairs (:func:`~recsys_dagster.core.comparison.paired_rows`); frees the per-user values."""
         from recsys_dagster.core.comparison import paired_rows
 
         slices = self.per_user.pop("_slices", None)
