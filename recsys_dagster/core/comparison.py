@@ -68,8 +68,8 @@ def paired_test(model_values, peer_values, confidence: float = CONFIDENCE) -> Pa
         return Paired(n, float(a.mean()), float(b.mean()), diff, np.nan, np.nan, np.nan)
     if np.ptp(d) <= SPREAD_EPS:  # float rounding only (0.6 - 0.5 != 0.4 - 0.3): t is not defined
         same = abs(diff) <= SPREAD_EPS
-        return Paired(n, float(a.mean()), float(b.mean()), 0.0 if same else diff, *(2 * (0.0 if same else diff,)),
-                      1.0 if same else 0.0)
+        d0 = 0.0 if same else diff
+        return Paired(n, float(a.mean()), float(b.mean()), d0, d0, d0, 1.0 if same else 0.0)
     from scipy import stats
 
     res = stats.ttest_rel(a, b)

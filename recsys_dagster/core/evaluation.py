@@ -122,19 +122,19 @@ class ProtocolResult:
     seconds: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)  # "protocol/model" -> chosen hyperparameters
     comparisons: list = field(default_factory=list)  # COMPARISON_COLUMNS rows (core.comparison.paired_rows)
-    #: model -> metric -> values over the protocol's test users, and ``"_slices"`` -> slice -> mask
+    #: model -> metric -> values over the protocol's test users, and slice -> mask over those users
     #: (what the paired comparisons read; dropped once they are computed)
     per_user: dict = field(default_factory=dict)
+    slices: dict = field(default_factory=dict)
 
     def compare(self, protocol: str) -> None:
         """Paired tests of every own model against every peer graded so far, and of the
         attribution pairs (:func:`~recsys_dagster.core.comparison.paired_rows`); frees the per-user values."""
         from recsys_dagster.core.comparison import paired_rows
 
-        slices = self.per_user.pop("_slices", None)
-        if slices is not None:
-            self.comparisons += paired_rows(protocol, self.per_user, is_own, slices)
-        self.per_user = {}
+        if self.per_user:
+            self.comparisons += paired_rows(protocol, self.per_user, is_own, self.slices)
+        self.per_user, self.slices = {}, {}
 
 
 def scorer_of(model):
@@ -166,7 +166,7 @@ def add_rows(result: ProtocolResult, protocol: str, name: str, score_fn, data, c
     cold = train_counts <= np.quantile(train_counts, config.cold_user_share) if len(train_counts) else train_counts > 0
     from recsys_dagster.core.comparison import COMPARED
 
-    result.per_user.setdefault("_slices", {"all": np.ones(len(users), dtype=bool), "cold_users": cold})
+    result.slices = result.slices or {"all": np.ones(len(users), dtype=bool), "cold_users": cold}
     result.per_user[name] = {m: np.asarray(per_user[m]) for m in COMPARED if m in per_user}
     for metric, value in means.items():
         m, k = metric.split("@")

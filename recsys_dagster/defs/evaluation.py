@@ -53,7 +53,7 @@ def graded_version(context: dg.AssetExecutionContext, store):
     return version
 
 
-def evaluation_metadata(ev, rows, comparisons=None) -> dict:
+def evaluation_metadata(ev, rows) -> dict:
     from recsys_dagster.core.comparison import comparison_table
     from recsys_dagster.core.model_evaluation import explanation_table, summary_table
     from recsys_dagster.core.plots import bar_plot_png, png_markdown
@@ -65,7 +65,7 @@ def evaluation_metadata(ev, rows, comparisons=None) -> dict:
         "dagster/row_count": len(rows), "model_version": ev.version, "split_fingerprint": ev.split.fingerprint,
         "summary": dg.MetadataValue.md(summary_table(rows)), "ndcg_plot": dg.MetadataValue.md(plot),
         "explanations": dg.MetadataValue.md(explanation_table(rows)),
-        "paired_comparisons": dg.MetadataValue.md(comparison_table(comparisons, "A", ev.gate.graded)),
+        "paired_comparisons": dg.MetadataValue.md(comparison_table(ev.comparisons, "A", ev.gate.graded)),
         "hyperparameters": dg.MetadataValue.json(ev.params), "leak_check": dg.MetadataValue.json(ev.leak_check),
         "warm_started_peers": dg.MetadataValue.json(ev.warm_started_peers),
         "gate_passed": ev.gate.passed, "gate": dg.MetadataValue.json(ev.gate.details()),
@@ -115,7 +115,7 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
         wh.write(conn, "evaluation_metrics", rows, run_id=context.run.run_id)
         wh.write(conn, "evaluation_comparisons", comparisons, run_id=context.run.run_id)
     mlflow_tracking.log_evaluation(ev, context.run.run_id, version.mlflow_run_id)
-    return dg.MaterializeResult(metadata={**evaluation_metadata(ev, rows, comparisons),
+    return dg.MaterializeResult(metadata={**evaluation_metadata(ev, rows),
                                           "seconds": round(time.perf_counter() - t0, 2)})
 
 
