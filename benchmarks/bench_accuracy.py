@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--num-negatives", type=int, default=None, help="sampled_softmax: negatives per step")
     parser.add_argument("--embedding-dim", type=int, default=None,
                         help="the embedding size of every trained model (MF, LightGCN, KGTextGNN alike); default: tuned")
+    parser.add_argument("--few-shot-keep", type=int, default=None,
+                        help="protocol few_shot: training interactions each few-shot user keeps (default: EvalConfig's)")
     parser.add_argument("--merge", nargs="+", metavar="NAME", help="no run: merge the results NAME.json of runs "
                         "over other seeds (e.g. one process per seed) into --name")
     args = parser.parse_args()
@@ -101,6 +103,8 @@ def main() -> None:
             cfg = replace(cfg, num_negatives=args.num_negatives)
         ev = EvalConfig(train=cfg, ablations=n < args.ablation_seeds, protocols=tuple(args.protocols), explanation_users=0,
                         hyperparameters=tuned)
+        if args.few_shot_keep:
+            ev = replace(ev, few_shot_keep=args.few_shot_keep)
         res = evaluate_protocols(tables, ev)
         rows += [(*r, seed) for r in res.rows]
         comparisons += [(*c, seed) for c in res.comparisons]
@@ -110,18 +114,20 @@ def main() -> None:
     write_json(args.name, {"dataset": load_settings().dataset, "seeds": args.seeds, "protocols": args.protocols,
                            "hyperparameters": tuned,
                            "num_negatives": cfg.num_negatives if cfg.loss == "sampled_softmax" else None,
+                           **({"few_shot_keep": ev.few_shot_keep} if "few_shot" in args.protocols else {}),
                            "budget": {k: getattr(cfg, k) for k in ("max_epochs", "min_epochs", "patience")},
                            **report(frame, args.seeds, paired), "timings": timings, "recbole_reference": RECBOLE})
 
 
 #: The paired comparisons the report reads: (protocol, metric, k, slice) of fused against the best peer.
-PAIRED = (("A", "ndcg", 10, "all"), ("A", "ndcg", 10, "cold_users"), ("cold_item", "recall", 20, "all"))
+PAIRED = (("A", "ndcg", 10, "all"), ("A", "ndcg", 10, "cold_users"), ("cold_item", "recall", 20, "all"),
+          ("few_shot", "ndcg", 10, "all"))
 
 
 def paired_summary(frame: pd.DataFrame, paired: pd.DataFrame | None, model: str = "fused") -> list[dict]:
     """For each of :data:`PAIRED`: ``model`` against the peer with the best mean over seeds on
-    that metric and slice; then each attribution pair of protocol A (NDCG@10, all users: the
-    main model against its ablations, the fusion against itself less each part). Per seed the
+    that metric and slice; then each attribution pair of protocols A and few_shot (NDCG@10, all
+    users: the main model against its ablations, the fusion against itself less each part). Per seed the
     paired difference over the test users, its 95% interval and p-value; over seeds the mean
     and std of the paired differences."""
     from recsys_dagster.core.comparison import ATTRIBUTION
@@ -136,7 +142,8 @@ def paired_summary(frame: pd.DataFrame, paired: pd.DataFrame | None, model: str 
         peers = means.drop([m for m in means.index if is_own(m)])
         if not peers.empty and model in means:
             wanted.append((protocol, metric, k, sl, model, peers.idxmax(), "best peer"))
-    wanted += [("A", "ndcg", 10, "all", m, r, "attribution") for m, r in ATTRIBUTION]
+    wanted += [(protocol, "ndcg", 10, "all", m, r, "attribution") for protocol in ("A", "few_shot")
+               for m, r in ATTRIBUTION]
     out = []
     for protocol, metric, k, sl, m, peer, kind in wanted:
         p = paired[(paired.protocol == protocol) & (paired.model == m) & (paired.peer == peer)
@@ -184,7 +191,7 @@ def merge(names: list[str], name: str) -> None:
     runs = [json.loads((RESULTS / f"{n}.json").read_text()) for n in names]
     for run in runs:  # runs before the budget was recorded had the defaults of the time
         run.setdefault("budget", {"max_epochs": 300, "min_epochs": 20, "patience": 30})
-    keys = ("dataset", "protocols", "hyperparameters", "num_negatives", "budget")
+    keys = ("dataset", "protocols", "hyperparameters", "num_negatives", "budget", "few_shot_keep")
     for run in runs[1:]:
         if any(run.get(k) != runs[0].get(k) for k in keys):
             raise SystemExit(f"--merge: {names} differ in {[k for k in keys if run.get(k) != runs[0].get(k)]}")

@@ -70,14 +70,24 @@ def headline(d: dict) -> list[str]:
         extra = f", {(t['fused'] / t['text_knn']).mean():.2f}x text kNN" if "text_knn" in t else ""
         out.append(f"* Cold items: fused Recall@20 {t['fused'].mean():.4f} = {(t['fused'] / t['random']).mean():.2f}x "
                    f"random{extra}.")
-    t = per_seed("A", "ndcg", 10)
-    for name in ("kgtextgnn_no_kg", "kgtextgnn_no_text", "kgtextgnn_no_kg_no_text", "fused_without_item_item",
-                 "fused_without_gnn", "kgtextgnn"):
-        ref = "kgtextgnn" if name.startswith("kgtextgnn_") else "fused"
-        if name in t and ref in t and name != ref:
-            diff = t[ref] - t[name]
-            out.append(f"* {ref} - {name}: {diff.mean():+.4f} NDCG@10 (per seed {', '.join(f'{v:+.4f}' for v in diff)}; "
-                       f"seed std of {ref} {t[ref].std(ddof=0):.4f}).")
+    t = per_seed("few_shot", "ndcg", 10)
+    if "fused" in t:
+        peers = [m for m in t.columns if not is_own(m)]
+        best = t[peers].mean().idxmax()
+        ratio = t["fused"] / t[best]
+        out.append(f"* Few-shot users: fused NDCG@10 {t['fused'].mean():.4f} ± {t['fused'].std(ddof=0):.4f} vs best "
+                   f"peer {best} {t[best].mean():.4f} ± {t[best].std(ddof=0):.4f}: ratio {ratio.mean():.3f} (per seed "
+                   f"{', '.join(f'{v:.3f}' for v in ratio)}).")
+    for protocol in ("A", "few_shot"):
+        t = per_seed(protocol, "ndcg", 10)
+        for name in ("kgtextgnn_no_kg", "kgtextgnn_no_text", "kgtextgnn_no_kg_no_text", "fused_without_item_item",
+                     "fused_without_gnn", "fused_without_text", "kgtextgnn"):
+            ref = "kgtextgnn" if name.startswith("kgtextgnn_") else "fused"
+            if name in t and ref in t and name != ref:
+                diff = t[ref] - t[name]
+                where = "" if protocol == "A" else f"{protocol}: "
+                out.append(f"* {where}{ref} - {name}: {diff.mean():+.4f} NDCG@10 (per seed "
+                           f"{', '.join(f'{v:+.4f}' for v in diff)}; seed std of {ref} {t[ref].std(ddof=0):.4f}).")
     for p in d.get("paired") or []:  # paired t-tests over each seed's test users (runs since they exist)
         label = {"all": "all test users", "cold_users": "sparse users"}.get(p["slice"], p["slice"])
         seeds = "; ".join(f"{x['diff']:+.4f} [{x['ci'][0]:+.4f}, {x['ci'][1]:+.4f}]" for x in p["per_seed"])
@@ -105,7 +115,10 @@ def accuracy(d: dict | None) -> str:
             f"(≤ {budget['max_epochs']} epochs, patience {budget['patience']}). Protocol `A`: the platform's hash split (8:1:1 by "
             "a seeded hash of each user–item pair, stable as data grows); `A_recbole`: RecBole's per-user random "
             "8:1:1 with the same seed (RecBole 1.2.1's ML-100K numbers in the last column); `cold_item`: 10% of "
-            "items (by a hash of the id) lose every training interaction and are ranked among themselves. "
+            "items (by a hash of the id) lose every training interaction and are ranked among themselves; "
+            "`few_shot`: 20% of users (by a hash of the id) keep only their first few training interactions "
+            f"({d.get('few_shot_keep', 3)}; users who have just joined) and only they are graded, with the fusion's "
+            "few-shot weights (popularity among the parts) tuned on their validation pairs. "
             "Full ranking over all "
             "unseen items. Sparse users: the 20% of test users with the fewest training interactions. "
             f"Hyperparameters (chosen on validation): {params or 'defaults'}; ItemKNN and EASE re-tuned on each "
@@ -390,7 +403,7 @@ def load_time(d: dict | None) -> str:
 
 
 def main() -> None:
-    results = {n: _load(n) for n in ("accuracy", "accuracy_dim64", "accuracy_ml_latest_small",
+    results = {n: _load(n) for n in ("accuracy", "accuracy_few_shot", "accuracy_dim64", "accuracy_ml_latest_small",
                                      "accuracy_ml_latest_small_pair_batches", "accuracy_ml_latest_small_dim64", "accuracy_cold_start", "explanations", "training_modes",
                                      "training", "ranking", "e2e_ml100k",
                                      "text_encoder", "e2e", "growth", "growth_e2e", "propagation", "scale_check", "serving", "privacy", "privacy_check",
@@ -403,6 +416,7 @@ def main() -> None:
             "timings are medians.", "",
             f"Machine: {_machine(first)}.", ""]
     sections = [("Accuracy (ML-100K)", "accuracy", accuracy),
+                ("Few-shot users (ML-100K)", "accuracy_few_shot", accuracy),
                 ("Accuracy (ML-100K), every trained model at embedding size 64 (the defaults before size 128)",
                  "accuracy_dim64", accuracy),
                 ("Accuracy (ml-latest-small)", "accuracy_ml_latest_small", accuracy),

@@ -9,7 +9,7 @@ import torch
 from recsys_dagster.core.baselines import EASE, ItemKNN, PopScorer
 from recsys_dagster.core.gate import GateConfig, quality_gate
 from recsys_dagster.core.metrics import to_csr
-from recsys_dagster.core.splits import SplitSpec, cold_item_split, hash_split
+from recsys_dagster.core.splits import SplitSpec, cold_item_split, few_shot_user_split, hash_split
 
 
 def _interactions(n_users=60, n_items=40, n=900, seed=0, day0=0):
@@ -66,6 +66,31 @@ def test_cold_items_keep_their_role_as_data_grows():
     _, cold_old = cold_item_split(old, share=0.2, seed=3)
     _, cold_new = cold_item_split(new, share=0.2, seed=3)
     assert set(cold_old) == set(cold_new) & set(old.item_id)
+
+
+def test_few_shot_users_keep_their_earliest_pairs_and_their_role_as_data_grows():
+    old = _interactions(n_users=50, n_items=60, n=1500, seed=8)
+    base = hash_split(old, seed=4)
+    split, users = few_shot_user_split(old, share=0.3, keep=2, seed=4, base=base)
+    assert 5 < len(users) < 30
+    for u, rows in split.train[split.train.user_id.isin(users)].groupby("user_id"):
+        full = base.train[base.train.user_id == u]
+        assert len(rows) == 2 and rows.ts.max() <= full.ts.drop(rows.index).min()  # the two earliest
+    # the other users train on everything they had; valid and test are the few-shot users' pairs only
+    others = base.train[~base.train.user_id.isin(users)]
+    assert _pairs_of(others) <= _pairs_of(split.train)
+    assert set(split.valid.user_id) | set(split.test.user_id) <= set(users)
+    assert _pairs_of(split.test) == _pairs_of(base.test[base.test.user_id.isin(users)])
+    assert not _pairs_of(split.train) & (_pairs_of(split.valid) | _pairs_of(split.test))
+    # new, later days: the same users are chosen and keep the same pairs
+    new = pd.concat([old, _interactions(n_users=70, n_items=60, n=600, seed=9, day0=5)]).drop_duplicates(
+        ["user_id", "item_id"])
+    grown, grown_users = few_shot_user_split(new, share=0.3, keep=2, seed=4)
+    assert set(users) <= set(grown_users) and set(grown_users) & set(old.user_id) == set(users)
+    assert _pairs_of(split.train[split.train.user_id.isin(users)]) == \
+        _pairs_of(grown.train[grown.train.user_id.isin(users)])
+    with pytest.raises(ValueError, match="at least 1"):
+        few_shot_user_split(old, keep=0)
 
 
 # ---- brute-force references ---------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Fusion rules on hand-made tensors."""
 
+import pytest
 import torch
 
 from recsys_dagster.core.fusion import FusedScorer, FusionWeights, map_cold_items, top_k
@@ -69,3 +70,47 @@ def test_fusion_tuning_picks_the_part_that_validation_rewards():
     plain = FusedScorer(scorer.user_gnn, scorer.item_gnn, scorer.user_text, scorer.item_text, scorer.n, scorer.popularity)
     weights, grid = tune_fusion(plain, lambda fn: 0.0, betas=(0.0, 0.5), gammas=(0.0, 1.0, 4.0))
     assert weights.gamma == 0.0 and len(grid) == 2
+
+
+def _few_shot_scorer(weights):
+    # user 0 is warm (10 interactions), user 1 has just joined (2), user 2 has none and no text;
+    # the GNN prefers item 0, the text item 1, popularity item 2
+    user_gnn = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    item_gnn = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.2, 0.0]])
+    user_text = torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
+    item_text = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.0]])
+    return FusedScorer(user_gnn, item_gnn, user_text, item_text, torch.tensor([10, 2, 0]), torch.tensor([3, 1, 90]),
+                       weights)
+
+
+def test_few_shot_users_get_their_own_weights_with_popularity():
+    from recsys_dagster.core.fusion import FewShotWeights
+
+    users = torch.arange(3)
+    plain = _few_shot_scorer(FusionWeights(beta=0.1, cold_item_threshold=0))
+    # without few-shot weights a user who has just joined gets everyone's weights (no shift to text)
+    assert plain(users).argmax(1).tolist() == [0, 0, 2]
+    few = FewShotWeights(alpha=0.0, beta=0.0, gamma=0.0, popularity=1.0)
+    scorer = _few_shot_scorer(FusionWeights(beta=0.1, cold_item_threshold=0, few_shot=few))
+    assert scorer(users).argmax(1).tolist() == [0, 2, 2]  # only the few-shot user changes
+    a, b, c, p = scorer.coefficients(users)
+    assert a[:, 0].tolist() == [1.0, 0.0, 0.0] and b[:, 0].tolist() == pytest.approx([0.1, 0.0, 0.0])
+    assert p[:, 0].tolist() == pytest.approx([1e-3, 1.0 + 1e-3, 1.0 + 1e-3])
+    # the text part for the few-shot user when its weights say so
+    text = _few_shot_scorer(FusionWeights(cold_item_threshold=0, few_shot=FewShotWeights(0.0, 1.0, 0.0, 0.0)))
+    assert text(users).argmax(1).tolist() == [0, 1, 2]
+    assert FewShotWeights.from_dict(few.as_dict()) == few and FewShotWeights.from_dict(None) is None
+
+
+def test_few_shot_tuning_follows_validation_and_skips_missing_parts():
+    from recsys_dagster.core.fusion import tune_few_shot
+
+    scorer = _few_shot_scorer(FusionWeights(cold_item_threshold=0))
+    user = torch.tensor([1])
+    weights, grid = tune_few_shot(scorer, lambda fn: float(fn(user).argmax(1).item() == 2),
+                                  alphas=(0.0, 1.0), betas=(0.0, 1.0), gammas=(0.0, 1.0), popularities=(0.0, 2.0))
+    assert weights.popularity == 2.0 and weights.alpha == weights.beta == 0.0
+    assert len(grid) == 2 * 2 * 1 * 2 - 1  # no item-item part: only gamma 0; all-zero is no grid point
+    weights, _ = tune_few_shot(scorer, lambda fn: float(fn(user).argmax(1).item() == 1),
+                               alphas=(0.0, 1.0), betas=(0.0, 1.0), popularities=(0.0, 2.0))
+    assert weights.beta == 1.0 and weights.alpha == 0.0

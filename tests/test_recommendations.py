@@ -13,7 +13,7 @@ from tests.conftest import BUDGET, TINY_TRAIN, query, run_assets, synthetic_pipe
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    return synthetic_pipeline(tmp_path_factory.mktemp("recs"))
+    return synthetic_pipeline(tmp_path_factory.mktemp("recs"), protocols=("A", "A_recbole", "B", "cold_item", "few_shot"))
 
 
 def _store(settings):
@@ -36,6 +36,9 @@ def test_evaluation_has_every_model_and_protocol(pipeline):
     ease = rows[(rows.protocol == "A") & (rows.model == "ease")].params.iloc[0]
     assert "lam" in ease
     assert {"random", "attribute_knn", "kgtextgnn", "fused"} <= set(rows.loc[rows.protocol == "cold_item", "model"])
+    few = set(rows.loc[rows.protocol == "few_shot", "model"])
+    assert {"pop", "ease", "mf", "lightgcn", "kgtextgnn", "kgtextgnn_no_text", "fused", "fused_without_text",
+            "fused_without_gnn"} <= few
     assert {"all", "cold_users", "warm_users"} <= set(rows.slice)
     assert {"coverage", "avg_popularity", "ndcg", "recall", "mrr", "hit", "precision"} <= set(rows.metric)
     ndcg = rows[(rows.metric == "ndcg") & (rows.slice == "all")].value
@@ -208,6 +211,31 @@ def test_serving_refits_the_item_item_part_when_the_fusion_uses_it(pipeline):
     hist = seen[1][seen[0][u]: seen[0][u + 1]]
     np.testing.assert_allclose(with_ii.item_item(torch.tensor([u]))[0].numpy(),
                                with_ii.item_item.score_history(list(hist))[0].numpy(), atol=1e-5)
+
+
+def test_few_shot_weights_are_kept_with_the_version_and_served_to_users_who_just_joined(pipeline):
+    from dataclasses import replace
+
+    from recsys_dagster.core.fusion import FewShotWeights
+    from recsys_dagster.core.recommend import recommend_for_new_user
+
+    settings, _, _ = pipeline
+    stored = _store(settings).require_published().fusion["few_shot"]
+    assert {"alpha", "beta", "gamma", "popularity"} <= set(stored)
+    rows = query(settings, "SELECT * FROM evaluation_metrics WHERE protocol = 'few_shot' AND model = 'fused' "
+                           "AND metric = 'ndcg' AND k = 10 AND slice = 'all'")
+    assert '"few_shot"' in rows.params.iloc[0]
+    scorer, data, explainer, _ = _production(settings)
+    assert scorer.weights.few_shot is not None and scorer.weights.few_shot.popularity == stored["popularity"]
+    # a new user with two items is a few-shot user: popularity-only weights give the most popular unseen items
+    given = [str(data.item_ids[0]), str(data.item_ids[1])]
+    scorer.weights = replace(scorer.weights, few_shot=FewShotWeights(0.0, 0.0, 0.0, 1.0))
+    recs = recommend_for_new_user(scorer, data, explainer, item_ids=given, k=3)
+    pop = scorer.popularity.numpy().astype(float)
+    pop[[0, 1]] = -1
+    position = {str(i): n for n, i in enumerate(data.item_ids)}
+    got = [pop[position[str(i)]] for i in recs.item_id]
+    assert got == sorted(pop, reverse=True)[:3]  # the most popular unseen items, in order (ties in any order)
 
 
 def test_int8_scoring_is_graded_recorded_and_served(pipeline):

@@ -10,6 +10,10 @@ Protocols (see :mod:`recsys_dagster.core.splits`):
 * ``B`` — temporal: train on days before the cutoff, validate on the next days, test after.
 * ``cold_item`` — a share of items has no training interactions; ranking among those
   items only (warm items would otherwise fill every list).
+* ``few_shot`` — a share of users keeps only its first few training interactions (users who
+  have just joined); full ranking for those users only. The fusion's few-shot weights
+  (:class:`~recsys_dagster.core.fusion.FewShotWeights`, popularity among the parts) are tuned
+  on their validation pairs and kept with the version.
 
 Peers: Pop, ItemKNN and EASE (tuned on validation in every run), MF-BPR and LightGCN (tuned
 settings from :mod:`recsys_dagster.core.tuning`, the same epoch budget and early stopping as
@@ -48,9 +52,11 @@ COMPARISON_COLUMNS = columns_of("evaluation_comparisons", exclude=PROVENANCE)
 #: Models that are the platform's own (the main model, its ablations, the fusion); every
 #: other model in a run is a peer.
 OWN_MODELS = ("kgtextgnn", "fused", "kgtextgnn_no_kg", "kgtextgnn_no_text", "kgtextgnn_no_kg_no_text",
-              "fused_without_gnn", "fused_without_item_item", "fused_int8")
+              "fused_without_gnn", "fused_without_item_item", "fused_without_text", "fused_int8")
 #: What each scoring precision serves, by the row name the gate grades.
 SCORING = {"fp32": "fused", "int8": "fused_int8"}
+#: Every protocol :func:`evaluate_protocols` runs.
+PROTOCOLS = ("A", "A_recbole", "B", "cold_item", "few_shot")
 #: Rows of the differentially private models (``dp_<model>_eps<ε>``, ``dp_<model>_nonprivate``)
 #: are the platform's own too.
 DP_PREFIX = "dp_"
@@ -72,9 +78,10 @@ class EvalConfig:
     ks: tuple[int, ...] = option((10, 20), "cut-offs K of Recall/NDCG/MRR/Hit@K")
     cold_user_share: float = option(0.2, "share of test users (fewest training interactions) in the cold_users slice")
     protocols: tuple[str, ...] = option(("A", "cold_item"), "A (hash split 8:1:1), A_recbole (RecBole's per-user "
-                                        "shuffle, every model retrained), B (temporal), cold_item")
-    ablations: bool = option(False, "main model without KG / without text / without both (protocol A; three "
-                                    "more trainings)")
+                                        "shuffle, every model retrained), B (temporal), cold_item, few_shot (users "
+                                        "cut to their first few interactions; tunes the fusion's few-shot weights)")
+    ablations: bool = option(False, "main model without KG / without text / without both (protocols A and "
+                                    "few_shot; three more trainings each)")
     trained_baselines: tuple[str, ...] = option(("mf", "lightgcn"), "collaborative baselines trained in the run "
                                                 "(mf, lightgcn); Pop, ItemKNN, EASE and text kNN always run")
     warm_start_peers: bool = option(True, "treat protocol A's trained baselines like the graded version: when it "
@@ -83,6 +90,9 @@ class EvalConfig:
                                           "False, from scratch with the full budget")
     temporal_train_share: float = option(0.8, "protocol B: share of each user's history (oldest first) in training")
     cold_item_share: float = option(0.1, "share of items held out as cold in the cold_item protocol")
+    few_shot_share: float = option(0.2, "share of users cut to their first few training interactions in the "
+                                        "few_shot protocol")
+    few_shot_keep: int = option(3, "training interactions each few-shot user keeps (its earliest)")
     fusion_betas: tuple[float, ...] = option((0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
                                              "text weights β tried on validation for the fusion")
     fusion_gammas: tuple[float, ...] = option((0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
@@ -106,6 +116,11 @@ class EvalConfig:
     def __post_init__(self):
         if self.scoring not in SCORING:
             raise ValueError(f"scoring={self.scoring!r}: expected {' or '.join(SCORING)}")
+        unknown = [p for p in self.protocols if p not in PROTOCOLS]
+        if unknown:
+            raise ValueError(f"protocols {unknown}: expected some of {list(PROTOCOLS)}")
+        if self.few_shot_keep < 1:
+            raise ValueError(f"few_shot_keep={self.few_shot_keep}: expected at least 1 training interaction")
         if self.protocol_processes < 0:
             raise ValueError(f"protocol_processes={self.protocol_processes}: expected 0 (auto) or a count >= 1")
 
@@ -267,7 +282,7 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         main_model = res.model
         result.seconds["train_kgtextgnn"] = secs
     run("kgtextgnn", scorer_of(main_model), main_params)
-    if protocol == "A" and config.ablations:
+    if protocol in ("A", "few_shot") and config.ablations:
         for name, changes in (("kgtextgnn_no_kg", {"use_kg": False}), ("kgtextgnn_no_text", {"use_text": False}),
                               ("kgtextgnn_no_kg_no_text", {"use_kg": False, "use_text": False})):
             sub = _rebuild(data, **changes)
@@ -288,6 +303,10 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
                                       scorer.weights.cold_item_threshold, seed=config.train.seed)
     scorer.remap_cold_items(content_map)
     result.seconds["tune_content_map"] = time.perf_counter() - t0
+    if protocol == "few_shot":
+        _few_shot_fusion(run, result, scorer, ease, data, config, main_params, device)
+        result.compare(protocol)
+        return result
     if it is not None or ease is not None:
         t0 = time.perf_counter()
         weights, grid = tune_fusion(
@@ -380,6 +399,34 @@ def _fusion_ablations(run, scorer, item_item, data, config: EvalConfig, device: 
         run(name, variant, {"beta": variant.weights.beta, "gamma": variant.weights.gamma})
 
 
+def _few_shot_fusion(run, result: ProtocolResult, scorer, ease, data, config: EvalConfig, main_params: dict,
+                     device: str) -> None:
+    """The few-shot protocol's fusion: every test user is a few-shot user, so only the
+    few-shot weights matter; tuned on validation (:func:`~recsys_dagster.core.fusion.tune_few_shot`)
+    and kept in ``result.fusion["few_shot"]``. Attribution: the same tuning without the text
+    part and without the GNN."""
+    from recsys_dagster.core.fusion import tune_few_shot
+
+    def valid(fn):
+        return full_ranking(fn, data.valid_csr, data.train_csr, data.n_items, ks=(10,), device=device)["ndcg@10"]
+
+    # every graded user is below the threshold (it keeps few_shot_keep interactions)
+    scorer.weights = replace(scorer.weights, cold_user_threshold=max(scorer.weights.cold_user_threshold,
+                                                                     config.few_shot_keep + 1))
+    t0 = time.perf_counter()
+    few, grid = tune_few_shot(scorer, valid)
+    result.seconds["tune_fusion"] = time.perf_counter() - t0
+    scorer.weights = replace(scorer.weights, few_shot=few)
+    result.fusion = {"few_shot": {**few.as_dict(), **({"ease_lam": ease[1]["lam"]} if ease and few.gamma else {})},
+                     "grid": grid}
+    run("fused", scorer, {**main_params, "few_shot": result.fusion["few_shot"]})
+    for name, keep in (("fused_without_text", {"betas": (0.0,)}), ("fused_without_gnn", {"alphas": (0.0,)})):
+        if name == "fused_without_text" and scorer.user_text is None:
+            continue
+        reduced, _ = tune_few_shot(scorer, valid, **keep)
+        run(name, lambda ub, w=reduced: scorer(ub, few_shot=w), {"few_shot": reduced.as_dict()})
+
+
 def _rebuild(data, use_kg: bool = True, use_text: bool = True):
     """The same split without KG edges and/or text features (ablations)."""
     sub = replace(data)
@@ -393,7 +440,7 @@ def _rebuild(data, use_kg: bool = True, use_text: bool = True):
 
 #: Protocols that need nothing but the tables and the config (no stored model, no kept peers):
 #: they may run in a process of their own while protocol A runs in the caller's.
-SELF_CONTAINED = ("A_recbole", "B", "cold_item")
+SELF_CONTAINED = ("A_recbole", "B", "cold_item", "few_shot")
 
 
 def self_contained_protocol(name: str, tables, config: EvalConfig, log) -> tuple[str, ProtocolResult] | None:
@@ -403,6 +450,7 @@ def self_contained_protocol(name: str, tables, config: EvalConfig, log) -> tuple
     from recsys_dagster.core.gnn_data import implicit_interactions
     from recsys_dagster.core.splits import (
         cold_item_split,
+        few_shot_user_split,
         random_split,
         temporal_cutoffs,
         temporal_split,
@@ -419,6 +467,13 @@ def self_contained_protocol(name: str, tables, config: EvalConfig, log) -> tuple
         split = temporal_split(positives, *temporal_cutoffs(positives, config.temporal_train_share))
         if not (len(split.valid) and len(split.test)):
             log("protocol B skipped: the temporal split leaves no validation or test interactions")
+            return None
+        return name, run_protocol(name, data_for_split(tables, split, cfg), config, log=log)
+    if name == "few_shot":
+        split, _ = few_shot_user_split(positives, share=config.few_shot_share, keep=config.few_shot_keep,
+                                       seed=spec.seed, base=spec.apply(positives))
+        if not (len(split.valid) and len(split.test)):
+            log("protocol few_shot skipped: its users have no validation or test interactions")
             return None
         return name, run_protocol(name, data_for_split(tables, split, cfg), config, log=log)
     if name != "cold_item":
@@ -473,8 +528,11 @@ def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=prin
         total.comparisons += res.comparisons
         total.seconds.update({f"{prefix}_{k}": v for k, v in res.seconds.items()})
         total.params.update(res.params)
-        if prefix == "A" or not total.fusion:
-            total.fusion = res.fusion or total.fusion
+        if prefix == "few_shot":  # the few-shot users' weights travel with protocol A's
+            if "few_shot" in res.fusion:
+                total.fusion = {**total.fusion, "few_shot": res.fusion["few_shot"]}
+        elif prefix == "A" or not total.fusion:
+            total.fusion = {**(res.fusion or total.fusion), **{k: v for k, v in total.fusion.items() if k == "few_shot"}}
 
     others = [p for p in SELF_CONTAINED if p in config.protocols]
     processes = protocol_processes(config, len(others) + ("A" in config.protocols))

@@ -7,11 +7,17 @@ r"""Score fusion, top-K, cold start and explanations.
 with :math:`s_{gnn}` the GNN score, :math:`s_{text}` the cosine between the user's
 behaviour embedding and the item's text embedding, :math:`s_{ii}` an optional closed-form
 item–item model over the user's history (EASE: :math:`x_u B`), :math:`z_u` standardization
-over all items for that user. Users with fewer than ``cold_user_threshold`` interactions
-shift weight from the behaviour-based parts to text: :math:`w = \min(1, n_u / N)`,
-:math:`\alpha_u = \alpha w`, :math:`\gamma_u = \gamma w`,
-:math:`\beta_u = \beta + (\alpha + \gamma)(1 - w)`. Users with neither signal get popularity.
-The weights are tuned on validation (:func:`tune_fusion`).
+over all items for that user. The weights are tuned on validation (:func:`tune_fusion`).
+
+*Few-shot users* (``0 < n_u <`` ``cold_user_threshold`` training interactions: users who have
+just joined) get weights of their own, ``few_shot`` (:class:`FewShotWeights`), with a fourth
+part, :math:`\pi\, z_u(\log(1 + \text{popularity}_i))`, all four tuned on the validation
+pairs of the few-shot protocol (:func:`tune_few_shot`; users cut to their first few
+interactions, :func:`~recsys_dagster.core.splits.few_shot_user_split`). Without them these
+users get the weights of everyone else. (A fixed rule used to shift their weight to the text
+part, :math:`\beta_u = \beta + (\alpha + \gamma)(1 - n_u / N)`; measured on few-shot users it
+ranked far below popularity, and nothing had chosen it on validation.) A user without
+interactions gets the text part alone when it has a text vector, else popularity.
 
 Items with fewer than ``cold_item_threshold`` training interactions get their GNN embedding
 from their content: a ridge regression from content features (text and KG attributes,
@@ -30,12 +36,30 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class FewShotWeights:
+    """The fusion's weights for few-shot users: GNN, text, item–item and popularity."""
+
+    alpha: float = 1.0
+    beta: float = 0.0
+    gamma: float = 0.0
+    popularity: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "popularity": self.popularity}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "FewShotWeights | None":
+        return cls(**{k: float(d[k]) for k in ("alpha", "beta", "gamma", "popularity")}) if d else None
+
+
+@dataclass(frozen=True)
 class FusionWeights:
     alpha: float = 1.0
     beta: float = 0.0
     cold_user_threshold: int = 5
     gamma: float = 0.0
     cold_item_threshold: int = 5
+    few_shot: FewShotWeights | None = None
 
 
 def _z(scores):
@@ -117,11 +141,10 @@ class FusedScorer:
         return sum(t.nbytes() if isinstance(t, Int8Rows) else t.numel() * t.element_size()
                    for t in tables if t is not None)
 
-    def trust(self, users):
-        """``w_u`` of the module docstring, ``(B, 1)``."""
-        import torch
-
-        return torch.clamp(self.n[users].unsqueeze(1) / max(self.weights.cold_user_threshold, 1), max=1.0)
+    def few_shot_users(self, users):
+        """``(B, 1)``: 1.0 for the batch's few-shot users (``0 < n_u < cold_user_threshold``)."""
+        n = self.n[users].unsqueeze(1)
+        return ((n > 0) & (n < self.weights.cold_user_threshold)).float()
 
     def parts(self, users):
         """``(z_gnn, z_text, z_item_item)`` for a batch (any may be None). Inside
@@ -140,7 +163,9 @@ class FusedScorer:
 
     def _uses_item_item(self) -> bool:
         """The item-item part is computed when it is weighted, or while a weight grid may weight it."""
-        return self.item_item is not None and (self._cache is not None or self.weights.gamma != 0)
+        few = self.weights.few_shot
+        return self.item_item is not None and (self._cache is not None or self.weights.gamma != 0
+                                               or (few is not None and few.gamma != 0))
 
     @contextmanager
     def caching(self):
@@ -151,35 +176,46 @@ class FusedScorer:
         finally:
             self._cache = None
 
-    def coefficients(self, users, alpha: float | None = None, beta: float | None = None, gamma: float | None = None):
+    def coefficients(self, users, alpha: float | None = None, beta: float | None = None, gamma: float | None = None,
+                     few_shot: FewShotWeights | None = None):
         """``(a_u, b_u, c_u, p_u)``, each ``(B, 1)``: the weights of z(GNN), z(text) (zero
-        for a user without a text vector), z(item-item) and z(log popularity) in the score."""
+        for a user without a text vector), z(item-item) and z(log popularity) in the score.
+        ``alpha``/``beta``/``gamma`` override everyone's weights, ``few_shot`` the few-shot
+        users' (weight grids on validation)."""
         import torch
 
         w = self.weights
         alpha = w.alpha if alpha is None else alpha
         beta = w.beta if beta is None else beta
         gamma = w.gamma if gamma is None else gamma
+        few_shot = w.few_shot if few_shot is None else few_shot
         has_gnn, has_ii = self.user_gnn is not None, self._uses_item_item()
-        trust = self.trust(users)
-        behaviour = (alpha if has_gnn else 0.0) + (gamma if has_ii else 0.0)
-        zero = torch.zeros_like(trust)
-        a_u = alpha * trust if has_gnn else zero
-        c_u = gamma * trust if has_ii else zero
-        no_signal = (self.n[users].unsqueeze(1) == 0).float()
+        known = (self.n[users].unsqueeze(1) > 0).float()
+        pi = torch.zeros_like(known)
+        if few_shot is not None:  # few-shot users: their own weights, popularity among the parts
+            few = self.few_shot_users(users)
+            mix = (lambda everyone, theirs: everyone * (1 - few) + theirs * few)
+            alpha, beta, gamma = mix(alpha, few_shot.alpha), mix(beta, few_shot.beta), mix(gamma, few_shot.gamma)
+            pi = few * few_shot.popularity
+        a_u = alpha * known if has_gnn else torch.zeros_like(known)
+        c_u = gamma * known if has_ii else torch.zeros_like(known)
+        no_signal = 1 - known
         if self.user_text is not None and self.item_text is not None:
             has_text = (self.user_text[users].abs().sum(1, keepdim=True) > 0).float()
-            b_u = (beta + behaviour * (1 - trust)) * has_text
+            # a user without interactions: every weight on the text part
+            behaviour = (alpha if has_gnn else 0.0) + (gamma if has_ii else 0.0)
+            b_u = (beta + behaviour * no_signal) * has_text
             no_signal = no_signal * (1 - has_text)
         else:
-            b_u = zero
-        return a_u, b_u, c_u, no_signal + 1e-3  # popularity also breaks ties
+            b_u = torch.zeros_like(known)
+        return a_u, b_u, c_u, pi + no_signal + 1e-3  # popularity also breaks ties
 
-    def __call__(self, users, alpha: float | None = None, beta: float | None = None, gamma: float | None = None):
+    def __call__(self, users, alpha: float | None = None, beta: float | None = None, gamma: float | None = None,
+                 few_shot: FewShotWeights | None = None):
         import torch
 
         zg, zt, zc = self.parts(users)
-        a_u, b_u, c_u, p_u = self.coefficients(users, alpha, beta, gamma)
+        a_u, b_u, c_u, p_u = self.coefficients(users, alpha, beta, gamma, few_shot)
         score = torch.zeros((len(users), self.popularity.shape[0]), device=self.n.device)
         for coef, z in ((a_u, zg), (b_u, zt), (c_u, zc)):
             if z is not None:
@@ -240,6 +276,29 @@ def tune_fusion(scorer: FusedScorer, evaluate_fn, betas=(0.0, 0.05, 0.1, 0.2, 0.
                 results.append((beta, gamma, value))
     best = max(results, key=lambda r: (r[2], -r[1], -r[0]))
     return replace(scorer.weights, alpha=1.0, beta=best[0], gamma=best[1]), results
+
+
+def tune_few_shot(scorer: FusedScorer, evaluate_fn, alphas=(0.0, 1.0), betas=(0.0, 0.25, 0.5, 1.0),
+                  gammas=(0.0, 0.5, 1.0, 2.0), popularities=(0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+                  ) -> tuple[FewShotWeights, list]:
+    """Grid search of the few-shot users' weights (:class:`FewShotWeights`) on validation;
+    ``evaluate_fn(score_fn) -> metric`` over few-shot users (the few-shot protocol's
+    validation pairs). A part the scorer lacks keeps weight 0; ties go to the smaller weights
+    (all zero is no grid point). Returns the weights and ``[(alpha, beta, gamma, popularity, value), ...]``."""
+    from itertools import product
+
+    alphas = alphas if scorer.user_gnn is not None else (0.0,)
+    betas = betas if scorer.user_text is not None and scorer.item_text is not None else (0.0,)
+    gammas = gammas if scorer.item_item is not None else (0.0,)
+    results = []
+    with scorer.caching():
+        for a, b, g, p in product(alphas, betas, gammas, popularities):
+            if a == b == g == p == 0:
+                continue
+            fs = FewShotWeights(a, b, g, p)
+            results.append((a, b, g, p, evaluate_fn(lambda ub, fs=fs: scorer(ub, few_shot=fs))))
+    best = max(results, key=lambda r: (r[4], -sum(r[:4])))
+    return FewShotWeights(*best[:4]), results
 
 
 def top_k(score_fn, users: np.ndarray, exclude_csr, n_items: int, k: int = 20, batch_size: int = 1024, device="cpu"):

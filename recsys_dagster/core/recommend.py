@@ -17,7 +17,7 @@ from recsys_dagster.core.explain import (
     escape_md,
     item_entity_lists,
 )
-from recsys_dagster.core.fusion import FusedScorer, FusionWeights, top_k
+from recsys_dagster.core.fusion import FewShotWeights, FusedScorer, FusionWeights, top_k
 from recsys_dagster.core.options import option
 from recsys_dagster.core.threads import one_blas_thread
 from recsys_dagster.core.warehouse import columns_of
@@ -31,7 +31,8 @@ class RecommendConfig:
     alpha: float | None = option(None, "override the tuned GNN weight")
     beta: float | None = option(None, "override the tuned text weight")
     gamma: float | None = option(None, "override the tuned item-item (EASE) weight (0: GNN and text only)")
-    cold_user_threshold: int = option(5, "users with fewer interactions lean on text")
+    cold_user_threshold: int = option(5, "users with fewer interactions (but at least one) get the few-shot "
+                                         "weights the few_shot protocol tuned, when the version has them")
 
 
 def use_behaviour_vectors(data, user_vectors: tuple[np.ndarray, np.ndarray] | None) -> None:
@@ -82,12 +83,23 @@ def load_production_scorer(tables, version, fusion_override: dict | None = None,
     fusion = {"alpha": 1.0, "beta": 0.0, "gamma": 0.0,
               **{k: v for k, v in version.fusion.items() if k in ("alpha", "beta", "gamma", "ease_lam")}}
     fusion.update({k: v for k, v in (fusion_override or {}).items() if v is not None})
+    few_shot = dict(version.fusion.get("few_shot") or {})
+    if few_shot and (fusion_override or {}).get("gamma") == 0:  # "no item-item part" holds for every user
+        few_shot["gamma"] = 0.0
     item_item = None
-    if fusion["gamma"] and "ease_lam" in fusion:  # refit on every positive with the λ chosen on validation
+    lam = fusion.get("ease_lam") if fusion["gamma"] else None
+    if lam is None and few_shot.get("gamma"):  # EASE weighted for few-shot users only
+        lam = few_shot.get("ease_lam")
+    if lam is not None:  # refit on every positive with the λ chosen on validation
         from recsys_dagster.core.baselines import EASE
 
-        item_item = EASE(data.train_csr, data.n_items, fusion["ease_lam"], device)
-    weights = FusionWeights(fusion["alpha"], fusion["beta"], cold_user_threshold, gamma=fusion["gamma"])
+        item_item = EASE(data.train_csr, data.n_items, lam, device)
+    if item_item is None:
+        few_shot["gamma"] = 0.0
+    weights = FusionWeights(fusion["alpha"], fusion["beta"], cold_user_threshold, gamma=fusion["gamma"],
+                            few_shot=FewShotWeights.from_dict(few_shot))
+    if few_shot:
+        fusion["few_shot"] = weights.few_shot.as_dict()
     fusion["precision"] = version.scoring_precision  # what the gate graded (EvalConfig.scoring)
     scorer = build_scorer(model, data, weights, item_item, fusion["precision"], ContentMap.from_dict(version.fusion))
     return Production(scorer, data, positives, fusion, model)

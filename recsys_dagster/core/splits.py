@@ -13,6 +13,8 @@
   (matches the daily partitions: what a daily refresh actually faces).
 * :func:`cold_item_split` — a share of items loses all its interactions from train
   (and valid); the test set is those items' interactions.
+* :func:`few_shot_user_split` — a share of users keeps only its first few training
+  interactions (a user who has just joined); valid and test are those users' pairs.
 """
 
 from __future__ import annotations
@@ -185,3 +187,30 @@ def cold_item_split(interactions: pd.DataFrame, share: float = 0.1, seed: int = 
     valid = base.valid[~base.valid["item_id"].isin(cold)]
     test = interactions[is_cold & interactions["user_id"].isin(set(train["user_id"]))]
     return Split(train, valid, test, name="cold_item"), cold
+
+
+def few_shot_user_split(interactions: pd.DataFrame, share: float = 0.2, keep: int = 3, seed: int = 2020,
+                        base: Split | None = None) -> tuple[Split, np.ndarray]:
+    """A ``share`` of users (chosen by a seeded hash of the user id, so a user keeps its
+    role as data grows) keeps only its ``keep`` earliest training pairs of ``base`` (protocol
+    A's hash split; ties in time broken by a seeded pair hash): users who have just joined.
+    Valid and test are those users' valid and test pairs of ``base``, so a pair never
+    changes part; the other users train on their whole history and are not graded. The
+    dropped training pairs are in no part (a model is never graded on them)."""
+    if keep < 1:
+        raise ValueError(f"few-shot users keep {keep} training interactions: expected at least 1")
+    base = base or hash_split(interactions, seed=seed)
+    users = np.sort(interactions["user_id"].unique())
+    x = pair_uniform(users, np.zeros(len(users), dtype=np.int64), seed + 104729)
+    chosen = users[x < share]
+    if len(chosen) == 0 and len(users):
+        chosen = users[[int(np.argmin(x))]]
+    train = base.train
+    few = train["user_id"].isin(chosen)
+    order = train[few].assign(_tie=pair_uniform(train.loc[few, "user_id"].to_numpy(),
+                                                train.loc[few, "item_id"].to_numpy(), seed + 1))
+    kept = order.sort_values(["user_id", "ts", "_tie"], kind="stable").groupby("user_id").head(keep)
+    train = pd.concat([train[~few], kept.drop(columns="_tie")]).sort_index()
+    known = set(kept["user_id"])
+    return (Split(train, base.valid[base.valid["user_id"].isin(known)], base.test[base.test["user_id"].isin(known)],
+                  name="few_shot"), np.asarray(sorted(known)))

@@ -71,6 +71,7 @@ def evaluation_metadata(ev, rows) -> dict:
         "gate_passed": ev.gate.passed, "gate": dg.MetadataValue.json(ev.gate.details()),
         "fusion_alpha": ev.fusion.get("alpha", 1.0), "fusion_beta": ev.fusion.get("beta", 0.0),
         "fusion_gamma": ev.fusion.get("gamma", 0.0),
+        "fusion_few_shot": dg.MetadataValue.json(ev.fusion.get("few_shot") or {}),
         "seconds_by_step": dg.MetadataValue.json({k: round(v, 2) for k, v in ev.seconds.items()}),
     }
 
