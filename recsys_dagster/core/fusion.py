@@ -48,7 +48,7 @@ class FewShotWeights:
         return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "popularity": self.popularity}
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "FewShotWeights | None":
+    def from_dict(cls, d: dict | None) -> FewShotWeights | None:
         return cls(**{k: float(d[k]) for k in ("alpha", "beta", "gamma", "popularity")}) if d else None
 
 
@@ -194,8 +194,9 @@ class FusedScorer:
         pi = torch.zeros_like(known)
         if few_shot is not None:  # few-shot users: their own weights, popularity among the parts
             few = self.few_shot_users(users)
-            mix = (lambda everyone, theirs: everyone * (1 - few) + theirs * few)
-            alpha, beta, gamma = mix(alpha, few_shot.alpha), mix(beta, few_shot.beta), mix(gamma, few_shot.gamma)
+            alpha = alpha * (1 - few) + few_shot.alpha * few
+            beta = beta * (1 - few) + few_shot.beta * few
+            gamma = gamma * (1 - few) + few_shot.gamma * few
             pi = few * few_shot.popularity
         a_u = alpha * known if has_gnn else torch.zeros_like(known)
         c_u = gamma * known if has_ii else torch.zeros_like(known)
