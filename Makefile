@@ -75,6 +75,8 @@ bench: warehouse
 	$(BIN)/python -m benchmarks.bench_training
 	$(BIN)/python -m benchmarks.bench_ranking
 	$(BIN)/python -m benchmarks.bench_accuracy --protocols A A_recbole cold_item --ablation-seeds 3
+	$(BIN)/python -m benchmarks.bench_accuracy --protocols few_shot --ablation-seeds 5 --seeds 2020 2021 2022 2023 2024 \
+		--name accuracy_few_shot
 	$(BIN)/python -m benchmarks.bench_explanations
 	$(BIN)/python -m benchmarks.bench_training_modes
 	$(BIN)/python -m benchmarks.bench_e2e
