@@ -54,17 +54,19 @@ def headline(d: dict) -> list[str]:
         sel = rows[(rows.protocol == protocol) & (rows.metric == metric) & (rows.k == k) & (rows.slice == sl)]
         return sel.pivot_table(index="seed", columns="model", values="value")
 
-    out = []
-    for sl, label in (("all", "all test users"), ("cold_users", "sparse users")):
-        t = per_seed("A", "ndcg", 10, sl)
-        if "fused" not in t:
-            continue
+    def against_best_peer(t, label):
         peers = [m for m in t.columns if not is_own(m)]
         best = t[peers].mean().idxmax()
         ratio = t["fused"] / t[best]
-        out.append(f"* Protocol A, {label}: fused NDCG@10 {t['fused'].mean():.4f} ± {t['fused'].std(ddof=0):.4f} vs "
+        out.append(f"* {label}: fused NDCG@10 {t['fused'].mean():.4f} ± {t['fused'].std(ddof=0):.4f} vs "
                    f"best peer {best} {t[best].mean():.4f} ± {t[best].std(ddof=0):.4f}: ratio {ratio.mean():.3f} "
                    f"(per seed {', '.join(f'{v:.3f}' for v in ratio)}).")
+
+    out = []
+    for sl, label in (("all", "all test users"), ("cold_users", "sparse users")):
+        t = per_seed("A", "ndcg", 10, sl)
+        if "fused" in t:
+            against_best_peer(t, f"Protocol A, {label}")
     t = per_seed("cold_item", "recall", 20)
     if "fused" in t and "random" in t:
         extra = f", {(t['fused'] / t['text_knn']).mean():.2f}x text kNN" if "text_knn" in t else ""
@@ -72,12 +74,7 @@ def headline(d: dict) -> list[str]:
                    f"random{extra}.")
     t = per_seed("few_shot", "ndcg", 10)
     if "fused" in t:
-        peers = [m for m in t.columns if not is_own(m)]
-        best = t[peers].mean().idxmax()
-        ratio = t["fused"] / t[best]
-        out.append(f"* Few-shot users: fused NDCG@10 {t['fused'].mean():.4f} ± {t['fused'].std(ddof=0):.4f} vs best "
-                   f"peer {best} {t[best].mean():.4f} ± {t[best].std(ddof=0):.4f}: ratio {ratio.mean():.3f} (per seed "
-                   f"{', '.join(f'{v:.3f}' for v in ratio)}).")
+        against_best_peer(t, "Few-shot users")
     for protocol in ("A", "few_shot"):
         t = per_seed(protocol, "ndcg", 10)
         for name in ("kgtextgnn_no_kg", "kgtextgnn_no_text", "kgtextgnn_no_kg_no_text", "fused_without_item_item",
