@@ -313,3 +313,21 @@ def test_gate_reports_the_best_peers_interval_and_can_require_significance():
     assert quality_gate(rows, config=GateConfig(max_p_value=0.2), comparisons=comparisons).passed
     blind = quality_gate(rows, config=GateConfig(max_p_value=0.05))  # no comparisons: cannot tell
     assert not blind.passed and all("no paired comparison" in f for f in blind.failures)
+
+
+def test_a_refresh_without_the_few_shot_protocol_inherits_its_ancestors_few_shot_weights():
+    from types import SimpleNamespace
+
+    from recsys_dagster.core.model_evaluation import with_inherited_few_shot
+
+    few = {"alpha": 1.0, "beta": 0.0, "gamma": 0.0, "popularity": 2.0}
+    versions = {"v3": SimpleNamespace(version="v3", fusion={}), "v2": SimpleNamespace(version="v2", fusion={"beta": 0.1}),
+                "v1": SimpleNamespace(version="v1", fusion={"beta": 0.2, "few_shot": few})}
+    store = SimpleNamespace(lineage=lambda v: [versions[x] for x in ("v3", "v2", "v1")[("v3", "v2", "v1").index(v):]])
+    assert with_inherited_few_shot(store, "v3", {"beta": 0.3}) == {"beta": 0.3, "few_shot": {**few, "from": "v1"}}
+    # weights tuned by this evaluation win; without any in the lineage nothing is added
+    own = {"beta": 0.3, "few_shot": {**few, "popularity": 0.5}}
+    assert with_inherited_few_shot(store, "v3", own) == own
+    assert with_inherited_few_shot(store, "v2", {"beta": 0.3}) == {"beta": 0.3, "few_shot": {**few, "from": "v1"}}
+    versions["v1"].fusion = {}
+    assert with_inherited_few_shot(store, "v3", {"beta": 0.3}) == {"beta": 0.3}

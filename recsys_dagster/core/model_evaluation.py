@@ -168,7 +168,7 @@ def record_evaluation(store: ModelStore, ev: VersionEvaluation, run_id: str) -> 
     it); returns the rows and the paired comparisons with their provenance columns, ready for
     ``evaluation_metrics`` and ``evaluation_comparisons``."""
     if ev.fusion:
-        store.update(ev.version, fusion=ev.fusion)
+        store.update(ev.version, fusion=with_inherited_few_shot(store, ev.version, ev.fusion))
     precision = next((p for p, row in SCORING.items() if row == ev.gate.graded), "fp32")
     store.update(ev.version, scoring={"precision": precision, "graded": ev.gate.graded, "ndcg@10": ev.gate.fused})
     store.record_gate(ev.version, ev.gate.passed, {**ev.gate.details(), "run_id": run_id})
@@ -176,6 +176,20 @@ def record_evaluation(store: ModelStore, ev: VersionEvaluation, run_id: str) -> 
                   "created_at": pd.Timestamp.now(tz="UTC").tz_localize(None)}
     comparisons = ev.comparisons if ev.comparisons is not None else pd.DataFrame(columns=COMPARISON_COLUMNS)
     return ev.rows.assign(**provenance), comparisons.assign(**provenance)
+
+
+def with_inherited_few_shot(store: ModelStore, version: str, fusion: dict) -> dict:
+    """``fusion``, plus the few-shot users' weights of the nearest warm-start ancestor when
+    this evaluation did not tune them (a daily refresh runs protocol A alone), marked with
+    the version they come from. They serve only users below the few-shot threshold, whom
+    protocol A does not grade, so the inherited weights never touch this version's grade."""
+    if "few_shot" in fusion:
+        return fusion
+    for ancestor in store.lineage(version)[1:]:
+        few = (ancestor.fusion or {}).get("few_shot")
+        if few:
+            return {**fusion, "few_shot": {**few, "from": few.get("from", ancestor.version)}}
+    return fusion
 
 
 def summary_table(rows: pd.DataFrame) -> str:
