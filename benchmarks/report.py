@@ -400,7 +400,7 @@ def load_time(d: dict | None) -> str:
 
 
 def main() -> None:
-    results = {n: _load(n) for n in ("accuracy", "accuracy_few_shot", "accuracy_dim64", "accuracy_ml_latest_small",
+    results = {n: _load(n) for n in ("accuracy", "accuracy_few_shot", "accuracy_few_shot_k1", "accuracy_dim64", "accuracy_ml_latest_small",
                                      "accuracy_ml_latest_small_pair_batches", "accuracy_ml_latest_small_dim64", "accuracy_cold_start", "explanations", "training_modes",
                                      "training", "ranking", "e2e_ml100k",
                                      "text_encoder", "e2e", "growth", "growth_e2e", "propagation", "scale_check", "serving", "privacy", "privacy_check",
@@ -414,6 +414,7 @@ def main() -> None:
             f"Machine: {_machine(first)}.", ""]
     sections = [("Accuracy (ML-100K)", "accuracy", accuracy),
                 ("Few-shot users (ML-100K)", "accuracy_few_shot", accuracy),
+                ("Few-shot users with one interaction (ML-100K)", "accuracy_few_shot_k1", accuracy),
                 ("Accuracy (ML-100K), every trained model at embedding size 64 (the defaults before size 128)",
                  "accuracy_dim64", accuracy),
                 ("Accuracy (ml-latest-small)", "accuracy_ml_latest_small", accuracy),
