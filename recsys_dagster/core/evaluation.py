@@ -505,7 +505,8 @@ def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=prin
 
     Protocols: ``A`` (the hash split of ``config.train``, stable as data grows),
     ``A_recbole`` (RecBole's per-user shuffle with the same seed, every model trained in the
-    run), ``B`` (temporal) and ``cold_item``. ``main_model_for(data, split)`` may return an
+    run), ``B`` (temporal), ``cold_item`` and ``few_shot`` (whose few-shot weights join
+    protocol A's fusion weights). ``main_model_for(data, split)`` may return an
     already trained main model for protocol A (the published ``gnn_model`` weights, after
     the caller has checked that they never trained on ``split``'s valid or test pairs);
     otherwise the main model is trained here. ``peers`` decides where protocol A's trained
