@@ -320,14 +320,22 @@ def test_a_refresh_without_the_few_shot_protocol_inherits_its_ancestors_few_shot
 
     from recsys_dagster.core.model_evaluation import with_inherited_few_shot
 
-    few = {"alpha": 1.0, "beta": 0.0, "gamma": 0.0, "popularity": 2.0}
+    few = {"alpha": 1.0, "beta": 0.0, "gamma": 0.0, "popularity": 2.0, "tuned_on": "few_shot"}
+    fold = {"alpha": 1.0, "beta": 0.5, "gamma": 0.0, "popularity": 1.0, "tuned_on": "fold-in"}
     versions = {"v3": SimpleNamespace(version="v3", fusion={}), "v2": SimpleNamespace(version="v2", fusion={"beta": 0.1}),
                 "v1": SimpleNamespace(version="v1", fusion={"beta": 0.2, "few_shot": few})}
-    store = SimpleNamespace(lineage=lambda v: [versions[x] for x in ("v3", "v2", "v1")[("v3", "v2", "v1").index(v):]])
-    assert with_inherited_few_shot(store, "v3", {"beta": 0.3}) == {"beta": 0.3, "few_shot": {**few, "from": "v1"}}
-    # weights tuned by this evaluation win; without any in the lineage nothing is added
+    order = ("v3", "v2", "v1")
+    store = SimpleNamespace(lineage=lambda v: [versions[x] for x in order[order.index(v):]])
+    inherited = {"beta": 0.3, "few_shot": {**few, "from": "v1"}}
+    assert with_inherited_few_shot(store, "v3", {"beta": 0.3}) == inherited
+    # the ancestor's protocol-tuned weights win over this evaluation's fold-in ones ...
+    assert with_inherited_few_shot(store, "v3", {"beta": 0.3, "few_shot": fold}) == inherited
+    # ... but not over weights this evaluation's own few_shot protocol tuned
     own = {"beta": 0.3, "few_shot": {**few, "popularity": 0.5}}
-    assert with_inherited_few_shot(store, "v3", own) == own
-    assert with_inherited_few_shot(store, "v2", {"beta": 0.3}) == {"beta": 0.3, "few_shot": {**few, "from": "v1"}}
+    assert with_inherited_few_shot(store, "v2", own) == own
+    # an ancestor with fold-in weights only: this evaluation's fold-in ones stay; none: the ancestor's
+    versions["v1"].fusion = {"few_shot": fold}
+    assert with_inherited_few_shot(store, "v3", {"few_shot": {**fold, "beta": 0.0}}) == {"few_shot": {**fold, "beta": 0.0}}
+    assert with_inherited_few_shot(store, "v3", {"beta": 0.3}) == {"beta": 0.3, "few_shot": {**fold, "from": "v1"}}
     versions["v1"].fusion = {}
     assert with_inherited_few_shot(store, "v3", {"beta": 0.3}) == {"beta": 0.3}

@@ -114,3 +114,36 @@ def test_few_shot_tuning_follows_validation_and_skips_missing_parts():
     weights, _ = tune_few_shot(scorer, lambda fn: float(fn(user).argmax(1).item() == 1),
                                alphas=(0.0, 1.0), betas=(0.0, 1.0), popularities=(0.0, 2.0))
     assert weights.beta == 1.0 and weights.alpha == 0.0
+
+
+def test_fold_in_scores_users_cut_to_a_few_items_as_the_service_scores_a_new_user():
+    import numpy as np
+
+    from recsys_dagster.core.baselines import EASE
+    from recsys_dagster.core.fusion import few_shot_histories, fold_in_scorer
+    from recsys_dagster.core.metrics import to_csr
+
+    g = torch.Generator().manual_seed(1)
+    n_users, n_items = 6, 12
+    rng = np.random.default_rng(0)
+    u, i = np.nonzero(rng.random((n_users, n_items)) < 0.5)
+    train = to_csr(u, i, n_users)
+    hist = few_shot_histories(train, np.array([0, 2, 3]), keep=2, seed=7)
+    assert np.diff(hist[0]).tolist() == [2, 0, 2, 2, 0, 0]
+    for user in (0, 2, 3):  # a subset of the user's own items, the same on every call
+        kept = hist[1][hist[0][user]: hist[0][user + 1]]
+        assert set(kept) <= set(train[1][train[0][user]: train[0][user + 1]])
+    assert all(np.array_equal(a, b) for a, b in zip(hist, few_shot_histories(train, np.array([0, 2, 3]), 2, 7),
+                                                    strict=True))
+    item_gnn, item_text = torch.randn(n_items, 4, generator=g), torch.nn.functional.normalize(torch.randn(n_items, 3,
+                                                                                                            generator=g))
+    ease = EASE(train, n_items, lam=5.0)
+    scorer = FusedScorer(torch.randn(n_users, 4, generator=g), item_gnn, torch.randn(n_users, 3, generator=g), item_text,
+                         torch.as_tensor(np.diff(train[0])), torch.arange(n_items) + 1, FusionWeights(gamma=1.0),
+                         item_item=ease, cold_items_mapped=True)
+    fold = fold_in_scorer(scorer, hist)
+    kept = torch.as_tensor(hist[1][hist[0][2]: hist[0][3]])
+    assert torch.allclose(fold.user_gnn[2], item_gnn[kept].mean(0))
+    assert torch.allclose(fold.user_text[2], torch.nn.functional.normalize(item_text[kept].mean(0), dim=0))
+    assert torch.allclose(fold.item_item(torch.tensor([2]))[0], ease.score_history(kept.tolist())[0])
+    assert fold.n.tolist() == [2, 0, 2, 2, 0, 0] and fold.item_gnn is scorer.item_gnn

@@ -38,7 +38,7 @@ def test_evaluation_has_every_model_and_protocol(pipeline):
     assert {"random", "attribute_knn", "kgtextgnn", "fused"} <= set(rows.loc[rows.protocol == "cold_item", "model"])
     few = set(rows.loc[rows.protocol == "few_shot", "model"])
     assert {"pop", "ease", "mf", "lightgcn", "kgtextgnn", "kgtextgnn_no_text", "fused", "fused_without_text",
-            "fused_without_gnn"} <= few
+            "fused_without_gnn", "fused_fold_in_weights"} <= few
     assert {"all", "cold_users", "warm_users"} <= set(rows.slice)
     assert {"coverage", "avg_popularity", "ndcg", "recall", "mrr", "hit", "precision"} <= set(rows.metric)
     ndcg = rows[(rows.metric == "ndcg") & (rows.slice == "all")].value
@@ -221,7 +221,8 @@ def test_few_shot_weights_are_kept_with_the_version_and_served_to_users_who_just
 
     settings, _, _ = pipeline
     stored = _store(settings).require_published().fusion["few_shot"]
-    assert {"alpha", "beta", "gamma", "popularity"} <= set(stored)
+    # the few_shot protocol's weights take precedence over protocol A's fold-in ones
+    assert {"alpha", "beta", "gamma", "popularity"} <= set(stored) and stored["tuned_on"] == "few_shot"
     rows = query(settings, "SELECT * FROM evaluation_metrics WHERE protocol = 'few_shot' AND model = 'fused' "
                            "AND metric = 'ndcg' AND k = 10 AND slice = 'all'")
     assert '"few_shot"' in rows.params.iloc[0]

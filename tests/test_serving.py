@@ -51,6 +51,16 @@ def test_a_longer_list_than_stored_is_scored_live_and_starts_like_the_stored_one
     assert not seen & {r["item_id"] for r in longer}
 
 
+def test_protocol_a_alone_tunes_few_shot_weights_by_fold_in_and_the_service_uses_them(served):
+    from recsys_dagster.core.model_store import ModelStore
+
+    settings, _, reloader, _ = served
+    few = ModelStore(settings.models_dir).require_published().fusion["few_shot"]
+    assert few["tuned_on"] == "fold-in" and few["alpha"] + few["beta"] + few["gamma"] + few["popularity"] > 0
+    served_weights = reloader.state.prod.scorer.weights.few_shot
+    assert served_weights is not None and served_weights.popularity == few["popularity"]
+
+
 def test_new_user_from_items_and_from_text(served):
     _, _, reloader, client = served
     items = [str(i) for i in reloader.state.prod.data.item_ids[:3]]

@@ -125,6 +125,13 @@ class EASE:
         new.train_csr, new.n_items, new.params, new.b = self.train_csr, self.n_items, self.params, self.b.cpu()
         return new
 
+    def with_histories(self, csr: tuple) -> EASE:
+        """The same weights scoring the users' histories in ``csr`` instead of the training
+        rows (users cut to a few items: the few-shot fold-in, :func:`~recsys_dagster.core.fusion.fold_in_scorer`)."""
+        new = object.__new__(EASE)
+        new.train_csr, new.n_items, new.params, new.b = csr, self.n_items, self.params, self.b
+        return new
+
     def score_history(self, items: list[int]) -> torch.Tensor:
         """``(1, I)`` scores of a user outside the training data with history ``items``."""
         return self.b[torch.as_tensor(items, dtype=torch.long, device=self.b.device)].sum(0, keepdim=True)

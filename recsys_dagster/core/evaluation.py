@@ -52,7 +52,7 @@ COMPARISON_COLUMNS = columns_of("evaluation_comparisons", exclude=PROVENANCE)
 #: Models that are the platform's own (the main model, its ablations, the fusion); every
 #: other model in a run is a peer.
 OWN_MODELS = ("kgtextgnn", "fused", "kgtextgnn_no_kg", "kgtextgnn_no_text", "kgtextgnn_no_kg_no_text",
-              "fused_without_gnn", "fused_without_item_item", "fused_without_text", "fused_int8")
+              "fused_without_gnn", "fused_without_item_item", "fused_without_text", "fused_fold_in_weights", "fused_int8")
 #: What each scoring precision serves, by the row name the gate grades.
 SCORING = {"fp32": "fused", "int8": "fused_int8"}
 #: Every protocol :func:`evaluate_protocols` runs.
@@ -93,6 +93,10 @@ class EvalConfig:
     few_shot_share: float = option(0.2, "share of users cut to their first few training interactions in the "
                                         "few_shot protocol")
     few_shot_keep: int = option(3, "training interactions each few-shot user keeps (its earliest)")
+    few_shot_fold_in: bool = option(True, "protocol A also tunes the fusion's few-shot weights: its validation users "
+                                          "cut to few_shot_keep training items and scored by fold-in, as the service "
+                                          "scores a new user (seconds); the few_shot protocol's weights, when it "
+                                          "runs, take precedence")
     fusion_betas: tuple[float, ...] = option((0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
                                              "text weights β tried on validation for the fusion")
     fusion_gammas: tuple[float, ...] = option((0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
@@ -304,7 +308,13 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
     scorer.remap_cold_items(content_map)
     result.seconds["tune_content_map"] = time.perf_counter() - t0
     if protocol == "few_shot":
-        _few_shot_fusion(run, result, scorer, ease, data, config, main_params, device)
+        support = None
+        if split is not None and split.support_valid is not None:
+            from recsys_dagster.core.gnn_data import pairs_csr
+
+            support = pairs_csr(split.support_valid, {u: n for n, u in enumerate(data.user_ids)},
+                                {i: n for n, i in enumerate(data.item_ids)})
+        _few_shot_fusion(run, result, scorer, ease, data, config, main_params, device, support)
         result.compare(protocol)
         return result
     if it is not None or ease is not None:
@@ -318,6 +328,14 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         result.fusion = {"alpha": weights.alpha, "beta": weights.beta, "gamma": weights.gamma,
                          **({"ease_lam": ease[1]["lam"]} if ease and weights.gamma else {}), "grid": grid}
     result.fusion.update(content_map.as_dict())
+    if protocol == "A" and config.few_shot_fold_in:
+        t0 = time.perf_counter()
+        few = tune_fold_in_few_shot(scorer, data, data.valid_csr, config.few_shot_keep, config.train.seed, device)
+        if few is not None:
+            scorer.weights = replace(scorer.weights, few_shot=few)
+            result.fusion["few_shot"] = {**few.as_dict(), "tuned_on": "fold-in",
+                                         **({"ease_lam": ease[1]["lam"]} if ease and few.gamma else {})}
+        result.seconds["tune_few_shot_fold_in"] = time.perf_counter() - t0
     run("fused", scorer, {**main_params, **{k: v for k, v in result.fusion.items() if k != "grid"}})
     if config.scoring == "int8":  # the served variant: the same weights on int8 tables
         int8 = FusedScorer(users, scorer.item_gnn, ut, it, counts, pop, scorer.weights, item_item=scorer.item_item,
@@ -399,8 +417,40 @@ def _fusion_ablations(run, scorer, item_item, data, config: EvalConfig, device: 
         run(name, variant, {"beta": variant.weights.beta, "gamma": variant.weights.gamma})
 
 
+def tune_fold_in_few_shot(scorer, data, valid_csr, keep: int, seed: int, device: str = "cpu"):
+    """The few-shot weights chosen on validation without training anything: every user with
+    validation pairs in ``valid_csr`` and more than ``keep`` training items is cut to
+    ``keep`` of them (:func:`~recsys_dagster.core.fusion.few_shot_histories`) and scored by
+    fold-in (:func:`~recsys_dagster.core.fusion.fold_in_scorer`), then ranked for its
+    validation pairs with its training items masked. None when no user qualifies."""
+    from recsys_dagster.core.fusion import few_shot_histories, fold_in_scorer, tune_few_shot
+
+    has_valid = np.diff(valid_csr[0]) > 0
+    users = np.flatnonzero(has_valid & (np.diff(data.train_csr[0]) > keep))
+    if len(users) == 0:
+        return None
+    fold = fold_in_scorer(scorer, few_shot_histories(data.train_csr, users, keep, seed))
+    fold.weights = replace(fold.weights, cold_user_threshold=max(fold.weights.cold_user_threshold, keep + 1))
+    truth = _rows_of(valid_csr, users)
+    few, _ = tune_few_shot(fold, lambda fn: full_ranking(fn, truth, data.train_csr, data.n_items, ks=(10,),
+                                                         device=device)["ndcg@10"])
+    return few
+
+
+def _rows_of(csr, users: np.ndarray) -> tuple:
+    """``csr`` with every row but ``users`` emptied."""
+    from recsys_dagster.core.metrics import to_csr
+
+    ptr, idx = csr
+    keep = np.zeros(len(ptr) - 1, dtype=bool)
+    keep[users] = True
+    owner = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+    sel = keep[owner]
+    return to_csr(owner[sel], np.asarray(idx)[sel], len(ptr) - 1)
+
+
 def _few_shot_fusion(run, result: ProtocolResult, scorer, ease, data, config: EvalConfig, main_params: dict,
-                     device: str) -> None:
+                     device: str, support_valid=None) -> None:
     """The few-shot protocol's fusion: every test user is a few-shot user, so only the
     few-shot weights matter; tuned on validation (:func:`~recsys_dagster.core.fusion.tune_few_shot`)
     and kept in ``result.fusion["few_shot"]``. Attribution: the same tuning without the text
@@ -417,14 +467,20 @@ def _few_shot_fusion(run, result: ProtocolResult, scorer, ease, data, config: Ev
     few, grid = tune_few_shot(scorer, valid)
     result.seconds["tune_fusion"] = time.perf_counter() - t0
     scorer.weights = replace(scorer.weights, few_shot=few)
-    result.fusion = {"few_shot": {**few.as_dict(), **({"ease_lam": ease[1]["lam"]} if ease and few.gamma else {})},
-                     "grid": grid}
+    result.fusion = {"few_shot": {**few.as_dict(), "tuned_on": "few_shot",
+                                  **({"ease_lam": ease[1]["lam"]} if ease and few.gamma else {})}, "grid": grid}
     run("fused", scorer, {**main_params, "few_shot": result.fusion["few_shot"]})
     for name, keep in (("fused_without_text", {"betas": (0.0,)}), ("fused_without_gnn", {"alphas": (0.0,)})):
         if name == "fused_without_text" and scorer.user_text is None:
             continue
         reduced, _ = tune_few_shot(scorer, valid, **keep)
         run(name, lambda ub, w=reduced: scorer(ub, few_shot=w), {"few_shot": reduced.as_dict()})
+    if support_valid is not None and config.few_shot_fold_in:
+        # the weights protocol A would choose (fold-in on the other users' validation), graded here
+        fold = tune_fold_in_few_shot(scorer, data, support_valid, config.few_shot_keep, config.train.seed, device)
+        if fold is not None:
+            run("fused_fold_in_weights", lambda ub, w=fold: scorer(ub, few_shot=w),
+                {"few_shot": {**fold.as_dict(), "tuned_on": "fold-in"}})
 
 
 def _rebuild(data, use_kg: bool = True, use_text: bool = True):
@@ -475,7 +531,7 @@ def self_contained_protocol(name: str, tables, config: EvalConfig, log) -> tuple
         if not (len(split.valid) and len(split.test)):
             log("protocol few_shot skipped: its users have no validation or test interactions")
             return None
-        return name, run_protocol(name, data_for_split(tables, split, cfg), config, log=log)
+        return name, run_protocol(name, data_for_split(tables, split, cfg), config, log=log, split=split)
     if name != "cold_item":
         raise ValueError(f"protocol {name!r}: expected one of {', '.join(SELF_CONTAINED)}")
     split, _ = cold_item_split(positives, share=config.cold_item_share, seed=spec.seed, base=spec.apply(positives))

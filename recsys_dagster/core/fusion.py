@@ -302,6 +302,56 @@ def tune_few_shot(scorer: FusedScorer, evaluate_fn, alphas=(0.0, 1.0), betas=(0.
     return FewShotWeights(*best[:4]), results
 
 
+def few_shot_histories(train_csr, users: np.ndarray, keep: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A CSR over all users where each of ``users`` keeps ``keep`` of its training items
+    (chosen by a seeded hash of the pair, the same whatever else changes) and every other
+    user none: users cut to a few interactions."""
+    from recsys_dagster.core.splits import pair_uniform
+
+    ptr, idx = train_csr
+    rows = []
+    for u in users:
+        items = np.asarray(idx[ptr[u]: ptr[u + 1]])
+        order = np.argsort(pair_uniform(np.full(len(items), u), items, seed), kind="stable")
+        rows.append((int(u), np.sort(items[order[:keep]])))
+    counts = np.zeros(len(ptr) - 1, dtype=np.int64)
+    kept = dict(rows)
+    for u, items in rows:
+        counts[u] = len(items)
+    new_ptr = np.concatenate([[0], np.cumsum(counts)])
+    new_idx = np.concatenate([kept[u] for u in sorted(kept)]).astype(np.int64) if kept else np.zeros(0, np.int64)
+    return new_ptr, new_idx
+
+
+def fold_in_scorer(scorer: FusedScorer, histories: tuple) -> FusedScorer:
+    """``scorer`` for users represented by the items in ``histories`` alone, as the service
+    scores a new user from a few items (``recommend_for_new_user``): the GNN vector is the
+    mean of the items' GNN vectors, the text vector the normalized mean of their text
+    vectors, the item–item part their EASE rows; same item tables and weights."""
+    import torch
+
+    ptr, idx = histories
+    n_users = len(ptr) - 1
+    counts = torch.as_tensor(np.diff(ptr))
+    owner = torch.as_tensor(np.repeat(np.arange(n_users), np.diff(ptr)), dtype=torch.long)
+    items = torch.as_tensor(idx, dtype=torch.long)
+
+    def mean_of(table):
+        if table is None:
+            return None
+        table = table.float()
+        out = torch.zeros(n_users, table.shape[1], device=table.device)
+        out.index_add_(0, owner.to(table.device), table[items.to(table.device)])
+        return out / counts.clamp_min(1).unsqueeze(1).to(table.device)
+
+    user_text = mean_of(scorer.item_text)
+    if user_text is not None:
+        user_text = torch.nn.functional.normalize(user_text, dim=1)
+    item_item = scorer.item_item.with_histories(histories) if hasattr(scorer.item_item, "with_histories") else None
+    return FusedScorer(mean_of(scorer.item_gnn), scorer.item_gnn, user_text, scorer.item_text, counts,
+                       scorer.popularity, scorer.weights, item_item=item_item, cold_items_mapped=True)
+
+
 def top_k(score_fn, users: np.ndarray, exclude_csr, n_items: int, k: int = 20, batch_size: int = 1024, device="cpu"):
     """``(items (U, k), scores (U, k))`` with excluded items masked; batched ``torch.topk``."""
     import torch

@@ -179,17 +179,23 @@ def record_evaluation(store: ModelStore, ev: VersionEvaluation, run_id: str) -> 
 
 
 def with_inherited_few_shot(store: ModelStore, version: str, fusion: dict) -> dict:
-    """``fusion``, plus the few-shot users' weights of the nearest warm-start ancestor when
-    this evaluation did not tune them (a daily refresh runs protocol A alone), marked with
-    the version they come from. They serve only users below the few-shot threshold, whom
-    protocol A does not grade, so the inherited weights never touch this version's grade."""
-    if "few_shot" in fusion:
+    """``fusion`` with the few-shot users' weights that serve best founded: this evaluation's
+    own when the few_shot protocol tuned them, else the nearest warm-start ancestor's that it
+    tuned (a daily refresh runs protocol A alone; marked with the version they come from),
+    else this evaluation's fold-in ones (protocol A), else an ancestor's. They serve only users
+    below the few-shot threshold, whom protocol A does not grade, so inherited weights never
+    touch this version's grade."""
+    own = fusion.get("few_shot")
+    if own and own.get("tuned_on") == "few_shot":
         return fusion
-    for ancestor in store.lineage(version)[1:]:
-        few = (ancestor.fusion or {}).get("few_shot")
-        if few:
-            return {**fusion, "few_shot": {**few, "from": few.get("from", ancestor.version)}}
-    return fusion
+    inherited = [(a.version, a.fusion["few_shot"]) for a in store.lineage(version)[1:] if (a.fusion or {}).get("few_shot")]
+    chosen = next(((v, f) for v, f in inherited if f.get("tuned_on") == "few_shot"), None)
+    if chosen is None and not own and inherited:
+        chosen = inherited[0]
+    if chosen is None:
+        return fusion
+    v, few = chosen
+    return {**fusion, "few_shot": {**few, "from": few.get("from", v)}}
 
 
 def summary_table(rows: pd.DataFrame) -> str:

@@ -34,6 +34,9 @@ class Split:
     valid: pd.DataFrame
     test: pd.DataFrame
     name: str = "random"
+    #: validation pairs of users the split does not grade (the few-shot split's other users),
+    #: for tuning that needs users with whole histories
+    support_valid: pd.DataFrame | None = None
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
@@ -195,8 +198,9 @@ def few_shot_user_split(interactions: pd.DataFrame, share: float = 0.2, keep: in
     role as data grows) keeps only its ``keep`` earliest training pairs of ``base`` (protocol
     A's hash split; ties in time broken by a seeded pair hash): users who have just joined.
     Valid and test are those users' valid and test pairs of ``base``, so a pair never
-    changes part; the other users train on their whole history and are not graded. The
-    dropped training pairs are in no part (a model is never graded on them)."""
+    changes part; the other users train on their whole history and are not graded (their
+    validation pairs are the split's ``support_valid``). The dropped training pairs are in no
+    part (a model is never graded on them)."""
     if keep < 1:
         raise ValueError(f"few-shot users keep {keep} training interactions: expected at least 1")
     base = base or hash_split(interactions, seed=seed)
@@ -212,5 +216,6 @@ def few_shot_user_split(interactions: pd.DataFrame, share: float = 0.2, keep: in
     kept = order.sort_values(["user_id", "ts", "_tie"], kind="stable").groupby("user_id").head(keep)
     train = pd.concat([train[~few], kept.drop(columns="_tie")]).sort_index()
     known = set(kept["user_id"])
-    return (Split(train, base.valid[base.valid["user_id"].isin(known)], base.test[base.test["user_id"].isin(known)],
-                  name="few_shot"), np.asarray(sorted(known)))
+    graded = base.valid["user_id"].isin(known)
+    return (Split(train, base.valid[graded], base.test[base.test["user_id"].isin(known)], name="few_shot",
+                  support_valid=base.valid[~graded]), np.asarray(sorted(known)))
