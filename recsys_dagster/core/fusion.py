@@ -12,9 +12,12 @@ over all items for that user. The weights are tuned on validation (:func:`tune_f
 *Few-shot users* (``0 < n_u <`` ``cold_user_threshold`` training interactions: users who have
 just joined) get weights of their own, ``few_shot`` (:class:`FewShotWeights`), with a fourth
 part, :math:`\pi\, z_u(\log(1 + \text{popularity}_i))`, all four tuned on the validation
-pairs of the few-shot protocol (:func:`tune_few_shot`; users cut to their first few
-interactions, :func:`~recsys_dagster.core.splits.few_shot_user_split`). Without them these
-users get the weights of everyone else. (A fixed rule used to shift their weight to the text
+pairs of users cut to a few interactions (:func:`tune_few_shot`): in every evaluation by
+fold-in (:func:`fold_in_scorer`: protocol A's validation users cut to a few training items
+and scored as the service scores a new user), and by the few-shot protocol when it runs
+(users who trained with their first few interactions only,
+:func:`~recsys_dagster.core.splits.few_shot_user_split`). Without them these users get the
+weights of everyone else. (A fixed rule used to shift their weight to the text
 part, :math:`\beta_u = \beta + (\alpha + \gamma)(1 - n_u / N)`; measured on few-shot users it
 ranked far below popularity, and nothing had chosen it on validation.) A user without
 interactions gets the text part alone when it has a text vector, else popularity.
@@ -309,18 +312,15 @@ def few_shot_histories(train_csr, users: np.ndarray, keep: int, seed: int) -> tu
     from recsys_dagster.core.splits import pair_uniform
 
     ptr, idx = train_csr
-    rows = []
-    for u in users:
+    kept = {}
+    for u in sorted(int(u) for u in users):
         items = np.asarray(idx[ptr[u]: ptr[u + 1]])
         order = np.argsort(pair_uniform(np.full(len(items), u), items, seed), kind="stable")
-        rows.append((int(u), np.sort(items[order[:keep]])))
+        kept[u] = np.sort(items[order[:keep]]).astype(np.int64)
     counts = np.zeros(len(ptr) - 1, dtype=np.int64)
-    kept = dict(rows)
-    for u, items in rows:
-        counts[u] = len(items)
-    new_ptr = np.concatenate([[0], np.cumsum(counts)])
-    new_idx = np.concatenate([kept[u] for u in sorted(kept)]).astype(np.int64) if kept else np.zeros(0, np.int64)
-    return new_ptr, new_idx
+    counts[list(kept)] = [len(v) for v in kept.values()]
+    new_idx = np.concatenate(list(kept.values())) if kept else np.zeros(0, np.int64)
+    return np.concatenate([[0], np.cumsum(counts)]), new_idx
 
 
 def fold_in_scorer(scorer: FusedScorer, histories: tuple) -> FusedScorer:
