@@ -400,7 +400,8 @@ def load_time(d: dict | None) -> str:
 
 
 def main() -> None:
-    results = {n: _load(n) for n in ("accuracy", "accuracy_few_shot", "accuracy_few_shot_k1", "accuracy_dim64", "accuracy_ml_latest_small",
+    results = {n: _load(n) for n in ("accuracy", "accuracy_few_shot", "accuracy_few_shot_k1", "accuracy_mls_few_shot",
+                                     "accuracy_dim64", "accuracy_ml_latest_small",
                                      "accuracy_ml_latest_small_pair_batches", "accuracy_ml_latest_small_dim64", "accuracy_cold_start", "explanations", "training_modes",
                                      "training", "ranking", "e2e_ml100k",
                                      "text_encoder", "e2e", "growth", "growth_e2e", "propagation", "scale_check", "serving", "privacy", "privacy_check",
@@ -418,6 +419,7 @@ def main() -> None:
                 ("Accuracy (ML-100K), every trained model at embedding size 64 (the defaults before size 128)",
                  "accuracy_dim64", accuracy),
                 ("Accuracy (ml-latest-small)", "accuracy_ml_latest_small", accuracy),
+                ("Few-shot users (ml-latest-small)", "accuracy_mls_few_shot", accuracy),
                 ("Accuracy (ml-latest-small), pair batches (the default before batches of whole users)",
                  "accuracy_ml_latest_small_pair_batches", accuracy),
                 ("Accuracy (ml-latest-small), every trained model at embedding size 64 (the defaults before size 128)",
