@@ -68,7 +68,7 @@ warehouse: venv
 		--partition-range "$$($(BIN)/python -m recsys_dagster.cli span)"
 	$(DAGSTER) asset materialize $(MODULE) --select 'knowledge_graph,item_text_embeddings'
 
-## Benchmarks: tables on stdout, JSON in benchmarks/results/, report in docs/BENCHMARKS.md (~75 min on 2 cores; the 10M growth point alone ~12 min).
+## Benchmarks: tables on stdout, JSON in benchmarks/results/, report in docs/BENCHMARKS.md (~95 min on 2 cores; the few-shot protocol ~20 min; the 10M growth point alone ~12 min).
 bench: warehouse
 	$(BIN)/python -m benchmarks.bench_load_time
 	$(BIN)/python -m benchmarks.bench_text_encoder
