@@ -204,6 +204,18 @@ def add_rows(result: ProtocolResult, protocol: str, name: str, score_fn, data, c
     return means
 
 
+def validation_ndcg(data, device: str = "cpu", truth=None):
+    """``fn -> NDCG@10`` of a score function on ``truth`` (default: the validation pairs),
+    training items masked: what every weight grid of the evaluation maximizes."""
+    truth = data.valid_csr if truth is None else truth
+    return lambda fn: full_ranking(fn, truth, data.train_csr, data.n_items, ks=(10,), device=device)["ndcg@10"]
+
+
+def _few_shot_record(few, ease, tuned_on: str) -> dict:
+    """The few-shot weights as kept with the version (with EASE's λ when they weight EASE)."""
+    return {**few.as_dict(), "tuned_on": tuned_on, **({"ease_lam": ease[1]["lam"]} if ease and few.gamma else {})}
+
+
 def _train(data, config: TrainConfig, log, warm_start: dict | None = None):
     t0 = time.perf_counter()
     res = train(data, config, warm_start=warm_start, log=lambda m: None)
@@ -319,10 +331,8 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         return result
     if it is not None or ease is not None:
         t0 = time.perf_counter()
-        weights, grid = tune_fusion(
-            scorer, lambda fn: full_ranking(fn, data.valid_csr, data.train_csr, data.n_items, ks=(10,),
-                                            device=device)["ndcg@10"],
-            config.fusion_betas if it is not None else (0.0,), config.fusion_gammas)
+        weights, grid = tune_fusion(scorer, validation_ndcg(data, device),
+                                    config.fusion_betas if it is not None else (0.0,), config.fusion_gammas)
         result.seconds["tune_fusion"] = time.perf_counter() - t0
         scorer.weights = weights
         result.fusion = {"alpha": weights.alpha, "beta": weights.beta, "gamma": weights.gamma,
@@ -333,8 +343,7 @@ def run_protocol(protocol: str, data, config: EvalConfig, main_model=None, item_
         few = tune_fold_in_few_shot(scorer, data, data.valid_csr, config.few_shot_keep, config.train.seed, device)
         if few is not None:
             scorer.weights = replace(scorer.weights, few_shot=few)
-            result.fusion["few_shot"] = {**few.as_dict(), "tuned_on": "fold-in",
-                                         **({"ease_lam": ease[1]["lam"]} if ease and few.gamma else {})}
+            result.fusion["few_shot"] = _few_shot_record(few, ease, "fold-in")
         result.seconds["tune_few_shot_fold_in"] = time.perf_counter() - t0
     run("fused", scorer, {**main_params, **{k: v for k, v in result.fusion.items() if k != "grid"}})
     if config.scoring == "int8":  # the served variant: the same weights on int8 tables
@@ -403,9 +412,7 @@ def _fusion_ablations(run, scorer, item_item, data, config: EvalConfig, device: 
     with its own weights tuned on validation like the full fusion."""
     from recsys_dagster.core.fusion import FusedScorer, tune_fusion
 
-    def valid(fn):
-        return full_ranking(fn, data.valid_csr, data.train_csr, data.n_items, ks=(10,), device=device)["ndcg@10"]
-
+    valid = validation_ndcg(data, device)
     betas = config.fusion_betas if scorer.item_text is not None else (0.0,)
     variants = [("fused_without_item_item", (scorer.user_gnn, scorer.item_gnn), None, (0.0,))]
     if scorer.item_text is not None:  # EASE + text (without text, "fused without GNN" is EASE itself)
@@ -424,29 +431,21 @@ def tune_fold_in_few_shot(scorer, data, valid_csr, keep: int, seed: int, device:
     fold-in (:func:`~recsys_dagster.core.fusion.fold_in_scorer`), then ranked for its
     validation pairs with its training items masked. None when no user qualifies."""
     from recsys_dagster.core.fusion import few_shot_histories, fold_in_scorer, tune_few_shot
+    from recsys_dagster.core.metrics import rows_of
 
     has_valid = np.diff(valid_csr[0]) > 0
     users = np.flatnonzero(has_valid & (np.diff(data.train_csr[0]) > keep))
     if len(users) == 0:
         return None
     fold = fold_in_scorer(scorer, few_shot_histories(data.train_csr, users, keep, seed))
-    fold.weights = replace(fold.weights, cold_user_threshold=max(fold.weights.cold_user_threshold, keep + 1))
-    truth = _rows_of(valid_csr, users)
-    few, _ = tune_few_shot(fold, lambda fn: full_ranking(fn, truth, data.train_csr, data.n_items, ks=(10,),
-                                                         device=device)["ndcg@10"])
+    fold.weights = _below_threshold(fold.weights, keep)
+    few, _ = tune_few_shot(fold, validation_ndcg(data, device, truth=rows_of(valid_csr, users)))
     return few
 
 
-def _rows_of(csr, users: np.ndarray) -> tuple:
-    """``csr`` with every row but ``users`` emptied."""
-    from recsys_dagster.core.metrics import to_csr
-
-    ptr, idx = csr
-    keep = np.zeros(len(ptr) - 1, dtype=bool)
-    keep[users] = True
-    owner = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
-    sel = keep[owner]
-    return to_csr(owner[sel], np.asarray(idx)[sel], len(ptr) - 1)
+def _below_threshold(weights, keep: int):
+    """``weights`` whose few-shot threshold lies above ``keep`` interactions."""
+    return replace(weights, cold_user_threshold=max(weights.cold_user_threshold, keep + 1))
 
 
 def _few_shot_fusion(run, result: ProtocolResult, scorer, ease, data, config: EvalConfig, main_params: dict,
@@ -457,18 +456,14 @@ def _few_shot_fusion(run, result: ProtocolResult, scorer, ease, data, config: Ev
     part and without the GNN."""
     from recsys_dagster.core.fusion import tune_few_shot
 
-    def valid(fn):
-        return full_ranking(fn, data.valid_csr, data.train_csr, data.n_items, ks=(10,), device=device)["ndcg@10"]
-
+    valid = validation_ndcg(data, device)
     # every graded user is below the threshold (it keeps few_shot_keep interactions)
-    scorer.weights = replace(scorer.weights, cold_user_threshold=max(scorer.weights.cold_user_threshold,
-                                                                     config.few_shot_keep + 1))
+    scorer.weights = _below_threshold(scorer.weights, config.few_shot_keep)
     t0 = time.perf_counter()
     few, grid = tune_few_shot(scorer, valid)
     result.seconds["tune_fusion"] = time.perf_counter() - t0
     scorer.weights = replace(scorer.weights, few_shot=few)
-    result.fusion = {"few_shot": {**few.as_dict(), "tuned_on": "few_shot",
-                                  **({"ease_lam": ease[1]["lam"]} if ease and few.gamma else {})}, "grid": grid}
+    result.fusion = {"few_shot": _few_shot_record(few, ease, "few_shot"), "grid": grid}
     run("fused", scorer, {**main_params, "few_shot": result.fusion["few_shot"]})
     for name, keep in (("fused_without_text", {"betas": (0.0,)}), ("fused_without_gnn", {"alphas": (0.0,)})):
         if name == "fused_without_text" and scorer.user_text is None:

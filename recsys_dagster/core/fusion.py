@@ -309,18 +309,15 @@ def few_shot_histories(train_csr, users: np.ndarray, keep: int, seed: int) -> tu
     """A CSR over all users where each of ``users`` keeps ``keep`` of its training items
     (chosen by a seeded hash of the pair, the same whatever else changes) and every other
     user none: users cut to a few interactions."""
+    from recsys_dagster.core.metrics import rows_of, to_csr
     from recsys_dagster.core.splits import pair_uniform
 
-    ptr, idx = train_csr
-    kept = {}
-    for u in sorted(int(u) for u in users):
-        items = np.asarray(idx[ptr[u]: ptr[u + 1]])
-        order = np.argsort(pair_uniform(np.full(len(items), u), items, seed), kind="stable")
-        kept[u] = np.sort(items[order[:keep]]).astype(np.int64)
-    counts = np.zeros(len(ptr) - 1, dtype=np.int64)
-    counts[list(kept)] = [len(v) for v in kept.values()]
-    new_idx = np.concatenate(list(kept.values())) if kept else np.zeros(0, np.int64)
-    return np.concatenate([[0], np.cumsum(counts)]), new_idx
+    ptr, idx = rows_of(train_csr, users)
+    owner = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+    order = np.lexsort((pair_uniform(owner, idx, seed), owner))  # per user, by the pair's hash
+    owner, idx = owner[order], idx[order]
+    rank = np.arange(len(owner)) - ptr[owner]  # position within the user's row
+    return to_csr(owner[rank < keep], idx[rank < keep], len(ptr) - 1)
 
 
 def fold_in_scorer(scorer: FusedScorer, histories: tuple) -> FusedScorer:

@@ -119,6 +119,15 @@ def _gather_rows(csr, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return batch_rows, cols
 
 
+def rows_of(csr: tuple, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``csr`` with every row but ``users`` emptied."""
+    ptr, idx = csr
+    keep = np.zeros(len(ptr) - 1, dtype=bool)
+    keep[np.asarray(users, dtype=np.int64)] = True
+    owner = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+    return to_csr(owner[keep[owner]], np.asarray(idx)[keep[owner]], len(ptr) - 1)
+
+
 def to_csr(user_index: np.ndarray, item_index: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
     """Group item indices by user: ``(indptr, indices)``."""
     order = np.lexsort((item_index, user_index))

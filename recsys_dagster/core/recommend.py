@@ -31,8 +31,8 @@ class RecommendConfig:
     alpha: float | None = option(None, "override the tuned GNN weight")
     beta: float | None = option(None, "override the tuned text weight")
     gamma: float | None = option(None, "override the tuned item-item (EASE) weight (0: GNN and text only)")
-    cold_user_threshold: int = option(5, "users with fewer interactions (but at least one) get the few-shot "
-                                         "weights the few_shot protocol tuned, when the version has them")
+    cold_user_threshold: int = option(5, "users with fewer interactions (but at least one) get the version's "
+                                         "few-shot weights (tuned on validation by the evaluation)")
 
 
 def use_behaviour_vectors(data, user_vectors: tuple[np.ndarray, np.ndarray] | None) -> None:
