@@ -78,7 +78,8 @@ def headline(d: dict) -> list[str]:
     for protocol in ("A", "few_shot"):
         t = per_seed(protocol, "ndcg", 10)
         for name in ("kgtextgnn_no_kg", "kgtextgnn_no_text", "kgtextgnn_no_kg_no_text", "fused_without_item_item",
-                     "fused_without_gnn", "fused_without_text", "fused_fold_in_weights", "kgtextgnn"):
+                     "fused_without_gnn", "fused_without_text", "fused_fold_in_weights", "fused_protocol_weights",
+                     "kgtextgnn"):
             ref = "kgtextgnn" if name.startswith("kgtextgnn_") else "fused"
             if name in t and ref in t and name != ref:
                 diff = t[ref] - t[name]

@@ -339,3 +339,56 @@ def test_a_refresh_without_the_few_shot_protocol_inherits_its_ancestors_few_shot
     assert with_inherited_few_shot(store, "v3", {"beta": 0.3}) == {"beta": 0.3, "few_shot": {**fold, "from": "v1"}}
     versions["v1"].fusion = {}
     assert with_inherited_few_shot(store, "v3", {"beta": 0.3}) == {"beta": 0.3}
+    # the nearest verdict of the few_shot protocol counts: v2 chose fold-in over its own weights,
+    # so v3 keeps its own fold-in weights rather than v1's older protocol-tuned ones
+    versions["v1"].fusion = {"few_shot": few}
+    versions["v2"].fusion = {"few_shot": {**fold, "cv": {"few_shot": 0.08, "fold-in": 0.09, "users": 40}}}
+    mine = {"beta": 0.3, "few_shot": {**fold, "beta": 0.0}}
+    assert with_inherited_few_shot(store, "v3", mine) == mine
+    versions["v2"].fusion = {"few_shot": {**few, "cv": {"few_shot": 0.09, "fold-in": 0.08, "users": 40}}}
+    assert with_inherited_few_shot(store, "v3", mine)["few_shot"]["from"] == "v2"
+
+
+def test_the_few_shot_protocol_keeps_the_weights_its_cross_validation_chooses():
+    from recsys_dagster.core.evaluation import chosen_few_shot
+
+    a = {"alpha": 1.0, "beta": 0.5, "gamma": 0.0, "popularity": 1.0, "tuned_on": "fold-in"}
+    mine = {"alpha": 0.0, "beta": 0.0, "gamma": 0.0, "popularity": 2.0, "tuned_on": "few_shot",
+            "cv": {"few_shot": 0.09, "fold-in": 0.08, "users": 40}}
+    assert chosen_few_shot(a, mine) == mine
+    verdict = {"few_shot": 0.08, "fold-in": 0.09, "users": 40}
+    # fold-in chosen: protocol A's own fold-in weights (its main model serves), with the verdict
+    assert chosen_few_shot(a, {**a, "beta": 0.25, "cv": verdict}) == {**a, "cv": verdict}
+    assert chosen_few_shot(None, {**a, "cv": verdict}) == {**a, "cv": verdict}
+
+
+def test_cross_validation_of_few_shot_weights_ranks_held_users_with_weights_tuned_on_the_others():
+    from types import SimpleNamespace
+
+    import torch
+
+    from recsys_dagster.core.evaluation import cross_validate_few_shot
+    from recsys_dagster.core.fusion import FewShotWeights, FusedScorer, FusionWeights
+    from recsys_dagster.core.metrics import to_csr
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 40, 30
+    popularity = torch.as_tensor(rng.permutation(n_items) + 1)
+    train_u = np.repeat(np.arange(n_users), 2)
+    train_i = np.concatenate([rng.choice(n_items, 2, replace=False) for _ in range(n_users)])
+    order = np.argsort(-popularity.numpy())  # each user's validation item: its most popular unseen one
+    valid_i = [next(i for i in order if i not in train_i[2 * u: 2 * u + 2]) for u in range(n_users)]
+    data = SimpleNamespace(train_csr=to_csr(train_u, train_i, n_users), valid_csr=to_csr(np.arange(n_users),
+                           np.array(valid_i), n_users), n_items=n_items, user_ids=np.arange(100, 100 + n_users))
+    g = torch.Generator().manual_seed(0)
+    scorer = FusedScorer(torch.randn(n_users, 4, generator=g), torch.randn(n_items, 4, generator=g), None, None,
+                         torch.full((n_users,), 2), popularity, FusionWeights(cold_item_threshold=0))
+    gnn_only = cross_validate_few_shot(scorer, data, FewShotWeights(1.0, 0.0, 0.0, 0.0), seed=3)
+    assert gnn_only["users"] == n_users
+    assert gnn_only["few_shot"] == pytest.approx(1.0)  # tuned on the other half: popularity, a perfect ranking
+    assert gnn_only["fold-in"] < 0.6
+    popular = cross_validate_few_shot(scorer, data, FewShotWeights(0.0, 0.0, 0.0, 1.0), seed=3)
+    assert popular["fold-in"] == pytest.approx(1.0) and popular["few_shot"] == gnn_only["few_shot"]
+    assert cross_validate_few_shot(scorer, data, FewShotWeights(1.0, 0.0, 0.0, 0.0), seed=3) == gnn_only
+    tiny = SimpleNamespace(**{**vars(data), "valid_csr": to_csr(np.array([0]), np.array([valid_i[0]]), n_users)})
+    assert cross_validate_few_shot(scorer, tiny, FewShotWeights(1.0, 0.0, 0.0, 0.0), seed=3) is None

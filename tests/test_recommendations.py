@@ -38,7 +38,7 @@ def test_evaluation_has_every_model_and_protocol(pipeline):
     assert {"random", "attribute_knn", "kgtextgnn", "fused"} <= set(rows.loc[rows.protocol == "cold_item", "model"])
     few = set(rows.loc[rows.protocol == "few_shot", "model"])
     assert {"pop", "ease", "mf", "lightgcn", "kgtextgnn", "kgtextgnn_no_text", "fused", "fused_without_text",
-            "fused_without_gnn", "fused_fold_in_weights"} <= few
+            "fused_without_gnn", "fused_fold_in_weights", "fused_protocol_weights"} <= few
     assert {"all", "cold_users", "warm_users"} <= set(rows.slice)
     assert {"coverage", "avg_popularity", "ndcg", "recall", "mrr", "hit", "precision"} <= set(rows.metric)
     ndcg = rows[(rows.metric == "ndcg") & (rows.slice == "all")].value
@@ -221,11 +221,17 @@ def test_few_shot_weights_are_kept_with_the_version_and_served_to_users_who_just
 
     settings, _, _ = pipeline
     stored = _store(settings).require_published().fusion["few_shot"]
-    # the few_shot protocol's weights take precedence over protocol A's fold-in ones
-    assert {"alpha", "beta", "gamma", "popularity"} <= set(stored) and stored["tuned_on"] == "few_shot"
-    rows = query(settings, "SELECT * FROM evaluation_metrics WHERE protocol = 'few_shot' AND model = 'fused' "
-                           "AND metric = 'ndcg' AND k = 10 AND slice = 'all'")
-    assert '"few_shot"' in rows.params.iloc[0]
+    # the few_shot protocol chose between its own weights and protocol A's fold-in ones by
+    # cross-validation on its users' validation pairs, and the version keeps the winner
+    assert {"alpha", "beta", "gamma", "popularity"} <= set(stored)
+    cv = stored["cv"]
+    assert cv["users"] > 0 and 0 <= cv["few_shot"] <= 1 and 0 <= cv["fold-in"] <= 1
+    assert stored["tuned_on"] == ("fold-in" if cv["fold-in"] > cv["few_shot"] else "few_shot")
+    rows = query(settings, "SELECT model, params, value FROM evaluation_metrics WHERE protocol = 'few_shot' "
+                           "AND metric = 'ndcg' AND k = 10 AND slice = 'all'").set_index("model")
+    assert '"cv"' in rows.params["fused"]
+    winner = "fused_protocol_weights" if stored["tuned_on"] == "few_shot" else "fused_fold_in_weights"
+    assert rows.value["fused"] == pytest.approx(rows.value[winner])
     scorer, data, explainer, _ = _production(settings)
     assert scorer.weights.few_shot is not None and scorer.weights.few_shot.popularity == stored["popularity"]
     # a new user with two items is a few-shot user: popularity-only weights give the most popular unseen items

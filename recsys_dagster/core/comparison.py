@@ -82,7 +82,8 @@ def paired_test(model_values, peer_values, confidence: float = CONFIDENCE) -> Pa
 ATTRIBUTION = (("kgtextgnn", "kgtextgnn_no_kg"), ("kgtextgnn", "kgtextgnn_no_text"),
                ("kgtextgnn", "kgtextgnn_no_kg_no_text"), ("fused", "kgtextgnn"),
                ("fused", "fused_without_item_item"), ("fused", "fused_without_gnn"), ("fused", "fused_without_text"),
-               ("fused", "fused_fold_in_weights"))
+               ("fused", "fused_fold_in_weights"), ("fused", "fused_protocol_weights"),
+               ("fused_protocol_weights", "fused_without_text"))
 
 
 def paired_rows(protocol: str, per_user: dict[str, dict[str, np.ndarray]], is_own, slices: dict[str, np.ndarray]

@@ -451,8 +451,12 @@ def _below_threshold(weights, keep: int):
 def _few_shot_fusion(run, result: ProtocolResult, scorer, ease, data, config: EvalConfig, main_params: dict,
                      device: str, support_valid=None) -> None:
     """The few-shot protocol's fusion: every test user is a few-shot user, so only the
-    few-shot weights matter; tuned on validation (:func:`~recsys_dagster.core.fusion.tune_few_shot`)
-    and kept in ``result.fusion["few_shot"]``. Attribution: the same tuning without the text
+    few-shot weights matter. Two sources compete (:func:`cross_validate_few_shot`): weights
+    tuned on this protocol's validation pairs (:func:`~recsys_dagster.core.fusion.tune_few_shot`;
+    row ``fused_protocol_weights``) and the fold-in weights protocol A would choose, tuned on
+    the other users (row ``fused_fold_in_weights``). ``fused`` uses the one with the better
+    cross-validated NDCG@10 on these users' validation pairs; the choice and its evidence are
+    kept in ``result.fusion["few_shot"]``. Attribution: the protocol tuning without the text
     part and without the GNN."""
     from recsys_dagster.core.fusion import tune_few_shot
 
@@ -460,22 +464,66 @@ def _few_shot_fusion(run, result: ProtocolResult, scorer, ease, data, config: Ev
     # every graded user is below the threshold (it keeps few_shot_keep interactions)
     scorer.weights = _below_threshold(scorer.weights, config.few_shot_keep)
     t0 = time.perf_counter()
-    few, grid = tune_few_shot(scorer, valid)
+    own, grid = tune_few_shot(scorer, valid)
+    fold = cv = None
+    if support_valid is not None and config.few_shot_fold_in:
+        # the weights protocol A would choose (fold-in on the other users' validation), graded here
+        fold = tune_fold_in_few_shot(scorer, data, support_valid, config.few_shot_keep, config.train.seed, device)
+    if fold is not None:
+        cv = cross_validate_few_shot(scorer, data, fold, config.train.seed, device)
+    chosen, tuned_on = (fold, "fold-in") if cv and cv["fold-in"] > cv["few_shot"] else (own, "few_shot")
     result.seconds["tune_fusion"] = time.perf_counter() - t0
-    scorer.weights = replace(scorer.weights, few_shot=few)
-    result.fusion = {"few_shot": _few_shot_record(few, ease, "few_shot"), "grid": grid}
+    scorer.weights = replace(scorer.weights, few_shot=chosen)
+    record = _few_shot_record(chosen, ease, tuned_on)
+    result.fusion = {"few_shot": {**record, **({"cv": cv} if cv else {})}, "grid": grid}
     run("fused", scorer, {**main_params, "few_shot": result.fusion["few_shot"]})
+    run("fused_protocol_weights", lambda ub, w=own: scorer(ub, few_shot=w), {"few_shot": own.as_dict()})
+    if fold is not None:
+        run("fused_fold_in_weights", lambda ub, w=fold: scorer(ub, few_shot=w),
+            {"few_shot": {**fold.as_dict(), "tuned_on": "fold-in"}})
     for name, keep in (("fused_without_text", {"betas": (0.0,)}), ("fused_without_gnn", {"alphas": (0.0,)})):
         if name == "fused_without_text" and scorer.user_text is None:
             continue
         reduced, _ = tune_few_shot(scorer, valid, **keep)
         run(name, lambda ub, w=reduced: scorer(ub, few_shot=w), {"few_shot": reduced.as_dict()})
-    if support_valid is not None and config.few_shot_fold_in:
-        # the weights protocol A would choose (fold-in on the other users' validation), graded here
-        fold = tune_fold_in_few_shot(scorer, data, support_valid, config.few_shot_keep, config.train.seed, device)
-        if fold is not None:
-            run("fused_fold_in_weights", lambda ub, w=fold: scorer(ub, few_shot=w),
-                {"few_shot": {**fold.as_dict(), "tuned_on": "fold-in"}})
+
+
+def cross_validate_few_shot(scorer, data, fold_in, seed: int, device: str = "cpu", folds: int = 2) -> dict | None:
+    """Which source of few-shot weights to trust, decided on validation alone: the users with
+    validation pairs are split into ``folds`` parts by a seeded hash of the user id; each part is
+    ranked (NDCG@10 on its validation pairs) with the weights :func:`~recsys_dagster.core.fusion.tune_few_shot`
+    picks on the other parts, and with the ``fold_in`` weights (tuned on other users
+    altogether, so these pairs are unseen by them too). Returns ``{"few_shot": ..., "fold-in":
+    ..., "users": n}`` (user-weighted means over the parts), or None with fewer than two users
+    per part. The protocol's weights are tuned on part of the users here, so the comparison
+    leans slightly towards fold-in; the weights finally used are tuned on every user."""
+    from recsys_dagster.core.fusion import tune_few_shot
+    from recsys_dagster.core.metrics import rows_of
+    from recsys_dagster.core.splits import pair_uniform
+
+    users = np.flatnonzero(np.diff(data.valid_csr[0]) > 0)
+    ids = np.asarray(data.user_ids)[users]  # by the user's id: a user keeps its part as data grows
+    part = np.floor(pair_uniform(ids, np.zeros(len(users), dtype=np.int64), seed + 8191) * folds).astype(int)
+    if np.bincount(part, minlength=folds).min() < 2:
+        return None
+    totals = {"few_shot": 0.0, "fold-in": 0.0}
+    for f in range(folds):
+        held, fit = users[part == f], users[part != f]
+        tuned, _ = tune_few_shot(scorer, validation_ndcg(data, device, truth=rows_of(data.valid_csr, fit)))
+        score = validation_ndcg(data, device, truth=rows_of(data.valid_csr, held))
+        for name, weights in (("few_shot", tuned), ("fold-in", fold_in)):
+            totals[name] += len(held) * score(lambda ub, w=weights: scorer(ub, few_shot=w))
+    return {**{k: v / len(users) for k, v in totals.items()}, "users": int(len(users))}
+
+
+def chosen_few_shot(protocol_a: dict | None, few_shot_protocol: dict) -> dict:
+    """The few-shot record a version keeps: the few_shot protocol's own weights when its
+    cross-validation chose them (or protocol A tuned none); when it chose the fold-in
+    weights, protocol A's (the fold-in tuning on the main model that serves), with the
+    verdict (``cv``) attached."""
+    if few_shot_protocol.get("tuned_on") == "few_shot" or not protocol_a:
+        return few_shot_protocol
+    return {**protocol_a, "cv": few_shot_protocol.get("cv")}
 
 
 def _rebuild(data, use_kg: bool = True, use_text: bool = True):
@@ -582,7 +630,8 @@ def evaluate_protocols(tables, config: EvalConfig, main_model_for=None, log=prin
         total.params.update(res.params)
         if prefix == "few_shot":  # the few-shot users' weights travel with protocol A's
             if "few_shot" in res.fusion:
-                total.fusion = {**total.fusion, "few_shot": res.fusion["few_shot"]}
+                total.fusion = {**total.fusion, "few_shot": chosen_few_shot(total.fusion.get("few_shot"),
+                                                                            res.fusion["few_shot"])}
         elif prefix == "A" or not total.fusion:
             total.fusion = {**(res.fusion or total.fusion), **{k: v for k, v in total.fusion.items() if k == "few_shot"}}
 

@@ -179,17 +179,22 @@ def record_evaluation(store: ModelStore, ev: VersionEvaluation, run_id: str) -> 
 
 
 def with_inherited_few_shot(store: ModelStore, version: str, fusion: dict) -> dict:
-    """``fusion`` with the few-shot users' weights that serve best founded: this evaluation's
-    own when the few_shot protocol tuned them, else the nearest warm-start ancestor's that it
-    tuned (a daily refresh runs protocol A alone; marked with the version they come from),
-    else this evaluation's fold-in ones (protocol A), else an ancestor's. They serve only users
-    below the few-shot threshold, whom protocol A does not grade, so inherited weights never
-    touch this version's grade."""
+    """``fusion`` with the few-shot users' weights that serve best founded. The few_shot
+    protocol decides between its own weights and protocol A's fold-in ones by cross-validation
+    (its verdict is ``tuned_on`` plus ``cv``): this evaluation's verdict when it ran the protocol,
+    else the nearest warm-start ancestor's (a daily refresh runs protocol A alone) — its own
+    weights when it chose them (marked with the version they come from), this evaluation's
+    fold-in ones when it chose fold-in; with no verdict anywhere, this evaluation's fold-in
+    weights (protocol A), else an ancestor's. They serve only users below the few-shot
+    threshold, whom protocol A does not grade, so inherited weights never touch this version's grade."""
     own = fusion.get("few_shot")
-    if own and own.get("tuned_on") == "few_shot":
+    if own and (own.get("tuned_on") == "few_shot" or own.get("cv")):
         return fusion
     inherited = [(a.version, a.fusion["few_shot"]) for a in store.lineage(version)[1:] if (a.fusion or {}).get("few_shot")]
-    chosen = next(((v, f) for v, f in inherited if f.get("tuned_on") == "few_shot"), None)
+    verdict = next(((v, f) for v, f in inherited if f.get("tuned_on") == "few_shot" or f.get("cv")), None)
+    if verdict is not None and verdict[1].get("tuned_on") != "few_shot" and own:
+        return fusion  # the nearest verdict chose fold-in weights: this evaluation's own fold-in ones
+    chosen = verdict
     if chosen is None and not own and inherited:
         chosen = inherited[0]
     if chosen is None:
