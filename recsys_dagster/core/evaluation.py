@@ -13,7 +13,8 @@ Protocols (see :mod:`recsys_dagster.core.splits`):
 * ``few_shot`` — a share of users keeps only its first few training interactions (users who
   have just joined); full ranking for those users only. The fusion's few-shot weights
   (:class:`~recsys_dagster.core.fusion.FewShotWeights`, popularity among the parts) are tuned
-  on their validation pairs and kept with the version.
+  on their validation pairs, compared by cross-validation with the fold-in weights protocol A
+  tunes (:func:`cross_validate_few_shot`), and the winner is kept with the version.
 
 Peers: Pop, ItemKNN and EASE (tuned on validation in every run), MF-BPR and LightGCN (tuned
 settings from :mod:`recsys_dagster.core.tuning`, the same epoch budget and early stopping as
@@ -95,8 +96,8 @@ class EvalConfig:
     few_shot_keep: int = option(3, "training interactions each few-shot user keeps (its earliest)")
     few_shot_fold_in: bool = option(True, "protocol A also tunes the fusion's few-shot weights: its validation users "
                                           "cut to few_shot_keep training items and scored by fold-in, as the service "
-                                          "scores a new user (seconds); the few_shot protocol's weights, when it "
-                                          "runs, take precedence")
+                                          "scores a new user (seconds); the few_shot protocol, when it runs, keeps "
+                                          "these or its own by cross-validation")
     fusion_betas: tuple[float, ...] = option((0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
                                              "text weights β tried on validation for the fusion")
     fusion_gammas: tuple[float, ...] = option((0.0, 0.25, 0.5, 1.0, 2.0, 4.0),

@@ -16,7 +16,8 @@ pairs of users cut to a few interactions (:func:`tune_few_shot`): in every evalu
 fold-in (:func:`fold_in_scorer`: protocol A's validation users cut to a few training items
 and scored as the service scores a new user), and by the few-shot protocol when it runs
 (users who trained with their first few interactions only,
-:func:`~recsys_dagster.core.splits.few_shot_user_split`). Without them these users get the
+:func:`~recsys_dagster.core.splits.few_shot_user_split`), which keeps its own or the fold-in
+weights by cross-validation on its users. Without them these users get the
 weights of everyone else. (A fixed rule used to shift their weight to the text
 part, :math:`\beta_u = \beta + (\alpha + \gamma)(1 - n_u / N)`; measured on few-shot users it
 ranked far below popularity, and nothing had chosen it on validation.) A user without
