@@ -39,6 +39,10 @@ def test_evaluation_has_every_model_and_protocol(pipeline):
     few = set(rows.loc[rows.protocol == "few_shot", "model"])
     assert {"pop", "ease", "mf", "lightgcn", "kgtextgnn", "kgtextgnn_no_text", "fused", "fused_without_text",
             "fused_without_gnn", "fused_fold_in_weights", "fused_protocol_weights"} <= few
+    # every row of the platform's own models counts as its own (never as a peer to beat)
+    from recsys_dagster.core.evaluation import is_own
+
+    assert all(is_own(m) for m in set(rows.model) if m.startswith(("fused", "kgtextgnn")))
     assert {"all", "cold_users", "warm_users"} <= set(rows.slice)
     assert {"coverage", "avg_popularity", "ndcg", "recall", "mrr", "hit", "precision"} <= set(rows.metric)
     ndcg = rows[(rows.metric == "ndcg") & (rows.slice == "all")].value

@@ -53,7 +53,8 @@ COMPARISON_COLUMNS = columns_of("evaluation_comparisons", exclude=PROVENANCE)
 #: Models that are the platform's own (the main model, its ablations, the fusion); every
 #: other model in a run is a peer.
 OWN_MODELS = ("kgtextgnn", "fused", "kgtextgnn_no_kg", "kgtextgnn_no_text", "kgtextgnn_no_kg_no_text",
-              "fused_without_gnn", "fused_without_item_item", "fused_without_text", "fused_fold_in_weights", "fused_int8")
+              "fused_without_gnn", "fused_without_item_item", "fused_without_text", "fused_fold_in_weights",
+              "fused_protocol_weights", "fused_int8")
 #: What each scoring precision serves, by the row name the gate grades.
 SCORING = {"fp32": "fused", "int8": "fused_int8"}
 #: Every protocol :func:`evaluate_protocols` runs.

@@ -33,7 +33,8 @@ def fused_recommendations(context: dg.AssetExecutionContext, config: Recommendat
     passed the evaluation gate; a version that failed it is never served):
     ``α·z(GNN) + β·z(text) + γ·z(EASE)`` with β, γ tuned on validation (stored with the
     version; overridable), the users' behaviour vectors from ``user_behavior_embeddings``,
-    text-leaning weights for users with few interactions, popularity as last resort. Each
+    few-shot weights chosen on validation for users with few interactions (popularity among
+    the parts), popularity as last resort. Each
     row has a reason naming the largest contributor to its score (a history item, with the
     KG path of highest attention to it; a user attribute; the user's overall taste;
     popularity) and that evidence as JSON (``core.explain``). Rewriting a model version
