@@ -102,6 +102,36 @@ def test_few_shot_users_get_their_own_weights_with_popularity():
     assert FewShotWeights.from_dict(few.as_dict()) == few and FewShotWeights.from_dict(None) is None
 
 
+def test_weights_passed_to_a_call_get_the_item_item_part_they_weight():
+    """A call's override weights decide whether the item–item part is computed: a scorer whose
+    own weights leave it out must still score it for a call whose weights weight it (the
+    few-shot protocol grades several weight sets on one scorer)."""
+    from recsys_dagster.core.fusion import FewShotWeights
+
+    users = torch.arange(3)
+    ii_scores = torch.tensor([[0.0, 0.0, 5.0], [0.0, 5.0, 0.0], [5.0, 0.0, 0.0]])
+
+    def item_item(ub):
+        return ii_scores[ub]
+
+    few_ii = FewShotWeights(alpha=0.0, beta=0.0, gamma=1.0, popularity=0.0)
+    plain = _few_shot_scorer(FusionWeights(cold_item_threshold=0))
+    plain.item_item = item_item
+    fitted = _few_shot_scorer(FusionWeights(cold_item_threshold=0, few_shot=few_ii))
+    fitted.item_item = item_item
+    assert torch.allclose(plain(users, few_shot=few_ii), fitted(users))
+    assert plain(users, few_shot=few_ii)[1].argmax().item() == 1  # the few-shot user follows the item-item part
+    assert torch.allclose(plain(users, gamma=1.0), replace_weights(plain, gamma=1.0)(users))
+    assert plain.coefficients(users, few_shot=few_ii)[2][1, 0].item() == 1.0
+
+
+def replace_weights(scorer, **changes):
+    from dataclasses import replace
+
+    scorer.weights = replace(scorer.weights, **changes)
+    return scorer
+
+
 def test_few_shot_tuning_follows_validation_and_skips_missing_parts():
     from recsys_dagster.core.fusion import tune_few_shot
 

@@ -150,9 +150,11 @@ class FusedScorer:
         n = self.n[users].unsqueeze(1)
         return ((n > 0) & (n < self.weights.cold_user_threshold)).float()
 
-    def parts(self, users):
-        """``(z_gnn, z_text, z_item_item)`` for a batch (any may be None). Inside
-        :meth:`caching` a batch's parts are computed once (weight grids on validation)."""
+    def parts(self, users, gamma: float | None = None, few_shot: FewShotWeights | None = None):
+        """``(z_gnn, z_text, z_item_item)`` for a batch (any may be None); ``gamma`` and
+        ``few_shot`` override the scorer's weights as in :meth:`__call__` (they decide whether
+        the item–item part is needed). Inside :meth:`caching` a batch's parts are computed once
+        (weight grids on validation)."""
         key = (int(users[0]), len(users)) if self._cache is not None and len(users) else None
         if key is not None and key in self._cache:
             return self._cache[key]
@@ -160,16 +162,19 @@ class FusedScorer:
         zt = None
         if self.user_text is not None and self.item_text is not None:
             zt = _z(_dot(self.user_text, self.item_text, users))
-        zc = _z(self.item_item(users).to(self.n.device)) if self._uses_item_item() else None
+        zc = _z(self.item_item(users).to(self.n.device)) if self._uses_item_item(gamma, few_shot) else None
         if key is not None:
             self._cache[key] = (zg, zt, zc)
         return zg, zt, zc
 
-    def _uses_item_item(self) -> bool:
-        """The item-item part is computed when it is weighted, or while a weight grid may weight it."""
-        few = self.weights.few_shot
-        return self.item_item is not None and (self._cache is not None or self.weights.gamma != 0
-                                               or (few is not None and few.gamma != 0))
+    def _uses_item_item(self, gamma: float | None = None, few_shot: FewShotWeights | None = None) -> bool:
+        """The item-item part is computed when the weights in use (the scorer's, or a call's
+        overrides) weight it, or while a weight grid may weight it."""
+        if self.item_item is None:
+            return False
+        gamma = self.weights.gamma if gamma is None else gamma
+        few = self.weights.few_shot if few_shot is None else few_shot
+        return self._cache is not None or gamma != 0 or (few is not None and few.gamma != 0)
 
     @contextmanager
     def caching(self):
@@ -192,8 +197,8 @@ class FusedScorer:
         alpha = w.alpha if alpha is None else alpha
         beta = w.beta if beta is None else beta
         gamma = w.gamma if gamma is None else gamma
+        has_gnn, has_ii = self.user_gnn is not None, self._uses_item_item(gamma, few_shot)
         few_shot = w.few_shot if few_shot is None else few_shot
-        has_gnn, has_ii = self.user_gnn is not None, self._uses_item_item()
         known = (self.n[users].unsqueeze(1) > 0).float()
         pi = torch.zeros_like(known)
         if few_shot is not None:  # few-shot users: their own weights, popularity among the parts
@@ -219,7 +224,7 @@ class FusedScorer:
                  few_shot: FewShotWeights | None = None):
         import torch
 
-        zg, zt, zc = self.parts(users)
+        zg, zt, zc = self.parts(users, gamma, few_shot)
         a_u, b_u, c_u, p_u = self.coefficients(users, alpha, beta, gamma, few_shot)
         score = torch.zeros((len(users), self.popularity.shape[0]), device=self.n.device)
         for coef, z in ((a_u, zg), (b_u, zt), (c_u, zc)):
