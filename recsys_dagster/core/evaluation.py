@@ -482,7 +482,7 @@ def _few_shot_fusion(run, result: ProtocolResult, scorer, ease, data, config: Ev
     run("fused_protocol_weights", lambda ub, w=own: scorer(ub, few_shot=w), {"few_shot": own.as_dict()})
     if fold is not None:
         run("fused_fold_in_weights", lambda ub, w=fold: scorer(ub, few_shot=w),
-            {"few_shot": {**fold.as_dict(), "tuned_on": "fold-in"}})
+            {"few_shot": _few_shot_record(fold, ease, "fold-in")})
     for name, keep in (("fused_without_text", {"betas": (0.0,)}), ("fused_without_gnn", {"alphas": (0.0,)})):
         if name == "fused_without_text" and scorer.user_text is None:
             continue

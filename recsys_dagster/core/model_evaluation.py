@@ -188,19 +188,23 @@ def with_inherited_few_shot(store: ModelStore, version: str, fusion: dict) -> di
     weights (protocol A), else an ancestor's. They serve only users below the few-shot
     threshold, whom protocol A does not grade, so inherited weights never touch this version's grade."""
     own = fusion.get("few_shot")
-    if own and (own.get("tuned_on") == "few_shot" or own.get("cv")):
+    if own and _has_verdict(own):
         return fusion
     inherited = [(a.version, a.fusion["few_shot"]) for a in store.lineage(version)[1:] if (a.fusion or {}).get("few_shot")]
-    verdict = next(((v, f) for v, f in inherited if f.get("tuned_on") == "few_shot" or f.get("cv")), None)
-    if verdict is not None and verdict[1].get("tuned_on") != "few_shot" and own:
-        return fusion  # the nearest verdict chose fold-in weights: this evaluation's own fold-in ones
-    chosen = verdict
-    if chosen is None and not own and inherited:
-        chosen = inherited[0]
-    if chosen is None:
+    verdict = next(((v, f) for v, f in inherited if _has_verdict(f)), None)
+    if verdict is not None and (verdict[1].get("tuned_on") == "few_shot" or not own):
+        v, few = verdict
+    elif not own and inherited:
+        v, few = inherited[0]
+    else:  # no verdict, or the nearest one chose fold-in weights: this evaluation's own fold-in ones
         return fusion
-    v, few = chosen
     return {**fusion, "few_shot": {**few, "from": few.get("from", v)}}
+
+
+def _has_verdict(few_shot: dict) -> bool:
+    """Whether a few-shot record carries the few_shot protocol's choice (its own weights, or
+    fold-in ones with the cross-validation that chose them)."""
+    return few_shot.get("tuned_on") == "few_shot" or bool(few_shot.get("cv"))
 
 
 def summary_table(rows: pd.DataFrame) -> str:
